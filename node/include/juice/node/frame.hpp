@@ -1,0 +1,102 @@
+// Link frames: what two daemons say to each other inside their TLS link.
+//
+// Wire format: a 4-byte big-endian length N (1..k_max_frame_size), then N
+// bytes of msgpack: a map with at least "t" (frame type, a short string) and
+// "v" (frame format version, an integer; this is version 1). Unknown keys are
+// ignored and unknown frame types are reported as FrameType::unknown (so a
+// newer peer's frames are skipped, not fatal). Every field is type- and
+// size-checked on decode.
+//
+// The codec is sans-I/O: FrameDecoder takes bytes and yields frames.
+#pragma once
+
+#include "juice/crypto/ids.hpp"
+#include "juice/crypto/result.hpp"
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace juice::node {
+
+inline constexpr std::size_t k_max_frame_size = 256 * 1024;
+inline constexpr std::size_t k_max_text_bytes = 64 * 1024;  // message body cap
+inline constexpr std::size_t k_max_name_bytes = 64;
+inline constexpr std::size_t k_max_note_bytes = 256;
+
+enum class frame_errc {
+    oversized = 1,  // length prefix above k_max_frame_size, or zero
+    malformed,      // not msgpack, not a map, missing or mistyped field
+    unsupported,    // "v" is newer than we read and the frame is not optional
+};
+const std::error_category& frame_error_category() noexcept;
+inline std::error_code make_error_code(frame_errc e) noexcept { return {static_cast<int>(e), frame_error_category()}; }
+
+// First frame each side sends once TLS is up.
+struct HelloFrame {
+    std::uint32_t protocol = 1;
+    std::string name;                // display name, <= k_max_name_bytes
+    std::vector<std::string> caps;   // e.g. "text", "voice"; <= 16 entries of <= 16 bytes
+    std::string status;              // "online" | "away" | "busy" | "invisible"
+    std::string note;                // <= k_max_note_bytes
+    bool operator==(const HelloFrame&) const = default;
+};
+struct MessageFrame {
+    MessageId id;
+    std::int64_t ts = 0;   // sender's clock, Unix ms
+    std::string text;      // UTF-8, <= k_max_text_bytes
+    bool operator==(const MessageFrame&) const = default;
+};
+struct AckFrame {          // receiver stored the message
+    MessageId id;
+    bool operator==(const AckFrame&) const = default;
+};
+struct PresenceFrame {     // status change, sent to linked contacts at once
+    std::string status;
+    std::string note;
+    bool operator==(const PresenceFrame&) const = default;
+};
+struct KeepaliveFrame {
+    bool reply = false;    // false: a ping that wants a reply; true: the reply
+    bool operator==(const KeepaliveFrame&) const = default;
+};
+struct ByeFrame {          // clean shutdown or removal; peer shows us offline
+    std::string reason;    // "shutdown", "removed"; <= 64 bytes
+    bool operator==(const ByeFrame&) const = default;
+};
+struct UnknownFrame {      // a type this version does not know: skip it
+    std::string type;
+    bool operator==(const UnknownFrame&) const = default;
+};
+
+using Frame = std::variant<HelloFrame, MessageFrame, AckFrame, PresenceFrame, KeepaliveFrame,
+                           ByeFrame, UnknownFrame>;
+
+// Length prefix + msgpack body. UnknownFrame cannot be encoded (returns empty).
+Bytes encode_frame(const Frame& frame);
+
+// Decodes one frame body (without the length prefix).
+Result<Frame> decode_frame_body(std::span<const std::uint8_t> body);
+
+class FrameDecoder {
+public:
+    // Appends bytes. Call next() until it returns nullopt.
+    void feed(std::span<const std::uint8_t> bytes);
+    // The next complete frame, an error (after which the stream is unusable:
+    // close the link), or nullopt when more bytes are needed.
+    std::optional<Result<Frame>> next();
+    std::size_t buffered() const { return m_buf.size() - m_pos; }
+
+private:
+    Bytes m_buf;
+    std::size_t m_pos = 0;
+    bool m_failed = false;
+};
+
+}  // namespace juice::node
+
+template <>
+struct std::is_error_code_enum<juice::node::frame_errc> : std::true_type {};
