@@ -1,1 +1,692 @@
-// placeholder: being written
+// DhtNode on top of OpenDHT 2.4.12's DhtRunner.
+//
+// Threads involved:
+//   - the caller's loop: every public method, and every user callback (through
+//     Options::post);
+//   - OpenDHT's DHT thread: runs the routing/storage logic and calls our
+//     listen/put/status callbacks *while holding DhtRunner's internal mutex*.
+//     Those callbacks only copy what they got and post it; calling any
+//     synchronous DhtRunner getter from there would deadlock;
+//   - the UDP receive thread of the inner socket: runs Options::packet_filter.
+// Callbacks given to OpenDHT capture shared_ptrs to small state objects, never
+// `this`, so a late callback can never touch a destroyed DhtNode.
+#include "juice/dht/node.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <opendht/dhtrunner.h>
+#include <opendht/log_enable.h>
+#include <opendht/network_utils.h>
+#include <opendht/securedht.h>
+#include <opendht/value.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <random>
+
+namespace juice::dht {
+
+namespace {
+
+namespace odht = ::dht;
+namespace fs = std::filesystem;
+
+using PacketFilter = std::function<bool(std::span<const std::uint8_t>, const std::string&)>;
+
+std::shared_ptr<spdlog::logger> dht_logger() {
+    if (auto l = spdlog::get("dht")) return l;
+    auto def = spdlog::default_logger();
+    auto l = std::make_shared<spdlog::logger>("dht", def->sinks().begin(), def->sinks().end());
+    l->set_level(def->level());
+    try {
+        spdlog::register_logger(l);
+    } catch (const std::exception&) {
+        if (auto existing = spdlog::get("dht")) return existing;  // registered concurrently
+    }
+    return l;
+}
+
+// OpenDHT's own log lines go to our "dht" logger only when JUICE_DHT_LOG=1:
+// they are verbose and mostly about routing-table churn.
+std::shared_ptr<odht::Logger> make_opendht_logger(std::shared_ptr<spdlog::logger> log) {
+    const char* env = std::getenv("JUICE_DHT_LOG");
+    if (!env || std::string_view(env) != "1") return {};
+    // Asking for OpenDHT's logs means wanting its debug lines too.
+    if (log->level() > spdlog::level::debug) log->set_level(spdlog::level::debug);
+    auto method = [log](spdlog::level::level_enum level) {
+        return odht::LogMethod([log, level](char const* fmt, va_list args) {
+            char buf[1024];
+            std::vsnprintf(buf, sizeof buf, fmt, args);
+            log->log(level, "[opendht] {}", buf);
+        });
+    };
+    return std::make_shared<odht::Logger>(method(spdlog::level::err), method(spdlog::level::warn),
+                                          method(spdlog::level::debug));
+}
+
+// The UDP socket OpenDHT reads from, given to it through
+// DhtRunner::Context::sock. It wraps OpenDHT's own UdpSocket (which binds and
+// runs the receive thread) and stands between that thread and OpenDHT's
+// parser: every datagram first goes through `filter`.
+//
+// HOOK FOR HOSTILE INPUT: OpenDHT 2.4.12 can be crashed by a single crafted
+// packet (an unsigned put reusing the id of a stored signed value: the edit
+// policy in securedht.cpp dereferences the new value's null owner). The fix
+// belongs in Options::packet_filter (or a filter installed here by default):
+// it sees the raw bytes and sender before OpenDHT parses anything, runs on the
+// socket's receive thread, and drops a packet by returning false.
+class FilteredSocket final : public odht::net::DatagramSocket {
+public:
+    // `fake_ipv6`: report IPv6 as available even though no IPv6 socket could
+    // be bound. OpenDHT 2.4.12's listen() returns 0 (silently fails) unless
+    // both families run; with this, a host without IPv6 still gets working
+    // listens over IPv4 (IPv6 sends just fail with EAFNOSUPPORT).
+    FilteredSocket(std::unique_ptr<odht::net::UdpSocket> inner, PacketFilter filter, bool fake_ipv6)
+        : m_filter(std::move(filter)), m_fake_ipv6(fake_ipv6), m_inner(std::move(inner)) {
+        m_inner->setOnReceive(
+            [this](odht::net::PacketList&& pkts) { return on_inner_receive(std::move(pkts)); });
+    }
+    ~FilteredSocket() override {
+        // Join the receive thread before our members (used by its callback) go.
+        m_inner->stop();
+        m_inner.reset();
+    }
+
+    int sendTo(const odht::SockAddr& dest, const std::uint8_t* data, std::size_t size,
+               bool replied) override {
+        return m_inner->sendTo(dest, data, size, replied);
+    }
+    bool hasIPv4() const override { return m_inner->hasIPv4(); }
+    bool hasIPv6() const override { return m_fake_ipv6 || m_inner->hasIPv6(); }
+    const odht::SockAddr& getBoundRef(sa_family_t family = AF_UNSPEC) const override {
+        return m_inner->getBoundRef(family);
+    }
+    void stop() override { m_inner->stop(); }
+
+private:
+    // Runs on the inner socket's receive thread, the only thread that touches
+    // this object's recycle list (onReceived/getNewPacket), as in UdpSocket.
+    odht::net::PacketList on_inner_receive(odht::net::PacketList&& pkts) {
+        odht::net::PacketList dropped;
+        if (m_filter) {
+            for (auto it = pkts.begin(); it != pkts.end();) {
+                bool keep = false;
+                try {
+                    keep = m_filter(std::span<const std::uint8_t>(it->data.data(), it->data.size()),
+                                    it->from.toString());
+                } catch (const std::exception& e) {
+                    dht_logger()->warn("packet filter threw ({}); dropping packet", e.what());
+                }
+                auto next = std::next(it);
+                if (!keep) {
+                    it->data.clear();
+                    dropped.splice(dropped.end(), pkts, it);
+                }
+                it = next;
+            }
+        }
+        const std::size_t passed = pkts.size();
+        if (passed) onReceived(std::move(pkts));
+        // Hand the inner socket as many empty packets as it just gave away, so
+        // neither recycle list grows without bound.
+        for (std::size_t i = 0; i < passed; ++i) dropped.splice(dropped.end(), getNewPacket());
+        return dropped;
+    }
+
+    PacketFilter m_filter;
+    bool m_fake_ipv6;
+    std::unique_ptr<odht::net::UdpSocket> m_inner;
+};
+
+// A one-shot flag a callback on another thread sets and a caller waits for.
+struct Waiter {
+    std::mutex mtx;
+    std::condition_variable cv;
+    bool done = false;
+    bool ok = false;
+    void set(bool result) {
+        {
+            std::lock_guard lk(mtx);
+            done = true;
+            ok = result;
+        }
+        cv.notify_all();
+    }
+    // Returns true if set() was called within `timeout`.
+    bool wait_for(std::chrono::milliseconds timeout) {
+        std::unique_lock lk(mtx);
+        return cv.wait_for(lk, timeout, [&] { return done; });
+    }
+};
+
+struct StatusState {
+    std::atomic<odht::NodeStatus> v4{odht::NodeStatus::Disconnected};
+    std::atomic<odht::NodeStatus> v6{odht::NodeStatus::Disconnected};
+};
+
+// One watch's delivery state. Touched on the loop (through posted closures)
+// and by unwatch; a mutex keeps it correct even if a caller's post runs
+// closures on another thread.
+struct WatchState {
+    std::mutex mtx;
+    bool active = true;
+    bool delivered = false;       // something was delivered
+    std::int64_t newest_ts = 0;   // newest ts delivered
+    odht::Value::Id last_id = 0;  // value id of the last delivered record
+    bool expired = false;         // that value expired since it was delivered
+    std::function<void(const PresenceRecord&)> on_record;
+    std::function<void()> on_expired;
+
+    void deliver(odht::Value::Id id, const PresenceRecord& rec) {
+        std::function<void(const PresenceRecord&)> cb;
+        {
+            std::lock_guard lk(mtx);
+            if (!active) return;
+            // Replay rule: never go back in time. The same record may come
+            // back after it expired (e.g. a network split healed); that is not
+            // a replay of something older, so it is delivered again.
+            if (delivered && !(rec.ts > newest_ts || (rec.ts == newest_ts && expired))) {
+                dht_logger()->debug("dropping stale presence record (ts {} <= {})", rec.ts, newest_ts);
+                return;
+            }
+            delivered = true;
+            newest_ts = rec.ts;
+            last_id = id;
+            expired = false;
+            cb = on_record;
+        }
+        if (cb) cb(rec);
+    }
+
+    void value_expired(odht::Value::Id id) {
+        std::function<void()> cb;
+        {
+            std::lock_guard lk(mtx);
+            if (!active || !delivered || expired || id != last_id) return;
+            expired = true;
+            cb = on_expired;
+        }
+        if (cb) cb();
+    }
+};
+
+struct WatchEntry {
+    UserId user;
+    odht::InfoHash key;
+    std::shared_ptr<WatchState> state;
+    std::optional<std::shared_future<std::size_t>> token;  // set while listening on a running runner
+};
+
+void post_safe(const DhtNode::Post& post, std::function<void()> fn) {
+    try {
+        post(std::move(fn));
+    } catch (const std::exception& e) {
+        dht_logger()->error("posting a DHT event to the loop failed: {}", e.what());
+    }
+}
+
+// "host:port", "[v6]:port", "host" (default port 4222).
+std::optional<std::pair<std::string, std::string>> parse_host_port(const std::string& s) {
+    std::string host, port;
+    if (!s.empty() && s.front() == '[') {
+        auto close = s.find(']');
+        if (close == std::string::npos) return std::nullopt;
+        host = s.substr(1, close - 1);
+        if (close + 1 < s.size()) {
+            if (s[close + 1] != ':') return std::nullopt;
+            port = s.substr(close + 2);
+        }
+    } else {
+        auto colon = s.find(':');
+        if (colon != std::string::npos && s.find(':', colon + 1) == std::string::npos) {
+            host = s.substr(0, colon);
+            port = s.substr(colon + 1);
+        } else {
+            host = s;  // no port, or a bare IPv6 address
+        }
+    }
+    if (host.empty()) return std::nullopt;
+    if (port.empty()) port = std::to_string(odht::net::DHT_DEFAULT_PORT);
+    if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+    auto n = std::stoul(port);
+    if (n == 0 || n > 65535) return std::nullopt;
+    return std::make_pair(host, port);
+}
+
+constexpr std::size_t k_max_cached_nodes = 512;
+constexpr std::uintmax_t k_max_cache_file = 1 << 20;
+
+struct NodeCacheFile {
+    unsigned v = 1;
+    std::vector<odht::NodeExport> nodes;
+    MSGPACK_DEFINE_MAP(v, nodes)
+};
+
+std::vector<odht::NodeExport> load_node_cache(const fs::path& path) {
+    std::error_code ec;
+    if (path.empty() || !fs::exists(path, ec)) return {};
+    auto size = fs::file_size(path, ec);
+    if (ec || size == 0 || size > k_max_cache_file) {
+        dht_logger()->warn("ignoring node cache {}: unreadable or too large", path.string());
+        return {};
+    }
+    try {
+        std::ifstream in(path, std::ios::binary);
+        std::string data(size, '\0');
+        if (!in.read(data.data(), static_cast<std::streamsize>(size))) return {};
+        auto oh = msgpack::unpack(data.data(), data.size());
+        auto file = oh.get().as<NodeCacheFile>();
+        if (file.nodes.size() > k_max_cached_nodes) file.nodes.resize(k_max_cached_nodes);
+        return std::move(file.nodes);
+    } catch (const std::exception& e) {
+        dht_logger()->warn("ignoring corrupt node cache {}: {}", path.string(), e.what());
+        return {};
+    }
+}
+
+void save_node_cache(const fs::path& path, std::vector<odht::NodeExport> nodes) {
+    if (path.empty()) return;
+    if (nodes.size() > k_max_cached_nodes) nodes.resize(k_max_cached_nodes);
+    try {
+        NodeCacheFile file;
+        file.nodes = std::move(nodes);
+        msgpack::sbuffer buf;
+        msgpack::pack(buf, file);
+        std::error_code ec;
+        if (path.has_parent_path()) fs::create_directories(path.parent_path(), ec);
+        auto tmp = path;
+        tmp += ".tmp";
+        {
+            std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+            out.write(buf.data(), static_cast<std::streamsize>(buf.size()));
+            out.flush();
+            if (!out) throw std::runtime_error("write failed");
+        }
+        fs::rename(tmp, path);  // atomic replace: a crash never leaves half a cache
+        dht_logger()->debug("saved {} nodes to {}", file.nodes.size(), path.string());
+    } catch (const std::exception& e) {
+        dht_logger()->warn("could not save node cache {}: {}", path.string(), e.what());
+    }
+}
+
+// "ip" (port unknown), "ip:port" or "[v6]:port".
+std::string format_addr(const odht::SockAddr& a) {
+    char buf[INET6_ADDRSTRLEN] = {};
+    if (a.getFamily() == AF_INET) {
+        inet_ntop(AF_INET, &a.getIPv4().sin_addr, buf, sizeof buf);
+    } else if (a.getFamily() == AF_INET6) {
+        inet_ntop(AF_INET6, &a.getIPv6().sin6_addr, buf, sizeof buf);
+    } else {
+        return {};
+    }
+    std::string ip = buf;
+    if (a.getPort() == 0) return ip;
+    return (a.getFamily() == AF_INET6 ? "[" + ip + "]" : ip) + ":" + std::to_string(a.getPort());
+}
+
+bool owned_by(const odht::Value& v, const UserId& user) {
+    if (!v.owner || !v.isSigned()) return false;
+    const auto& owner = v.owner->getId();
+    return owner.size() == user.bytes.size() &&
+           std::memcmp(owner.data(), user.bytes.data(), owner.size()) == 0;
+}
+
+}  // namespace
+
+struct DhtNode::Impl {
+    Options opts;
+    std::shared_ptr<spdlog::logger> log = dht_logger();
+    std::unique_ptr<odht::DhtRunner> runner;
+    std::shared_ptr<StatusState> status = std::make_shared<StatusState>();
+    std::atomic<bool> running{false};
+    bool has_identity = false;
+    std::optional<UserId> self;
+    odht::Value::Id value_id = 0;
+    std::uint16_t port = 0;
+    std::uint64_t next_token = 1;
+    std::map<std::uint64_t, WatchEntry> watches;
+
+    Result<void> start(const crypto::Identity* identity);
+    // `run_threw` tells a failure of DhtRunner::run (e.g. LAN discovery could
+    // not start) from a bind failure.
+    Result<void> run_runner(const odht::crypto::Identity& id, bool lan, bool& run_threw);
+    void listen(WatchEntry& w);
+    void stop(std::optional<PresenceRecord> final_record, std::chrono::milliseconds timeout);
+};
+
+Result<void> DhtNode::Impl::run_runner(const odht::crypto::Identity& id, bool lan, bool& run_threw) {
+    run_threw = false;
+    auto ologger = make_opendht_logger(log);
+
+    // Bind IPv4 and IPv6 on the same port (see FilteredSocket for why IPv6 matters).
+    auto make_addr = [](sa_family_t family, std::uint16_t p) {
+        odht::SockAddr a;
+        a.setFamily(family);
+        a.setPort(p);
+        return a;
+    };
+    std::unique_ptr<odht::net::UdpSocket> udp;
+    try {
+        udp = std::make_unique<odht::net::UdpSocket>(make_addr(AF_INET, opts.port),
+                                                     make_addr(AF_INET6, opts.port), ologger);
+        if (!udp->hasIPv4()) {
+            return make_error(errc::start_failed, "could not bind UDP port " + std::to_string(opts.port) +
+                                                      " on IPv4: is another program using it? Choose another "
+                                                      "port or 0 for any.");
+        }
+        if (!udp->hasIPv6() && opts.port != 0) {
+            // UdpSocket only retries IPv6 on another port when asked for port 0.
+            log->warn("could not bind [::]:{}; using another UDP port for IPv6", opts.port);
+            udp.reset();
+            udp = std::make_unique<odht::net::UdpSocket>(make_addr(AF_INET, opts.port),
+                                                         make_addr(AF_INET6, 0), ologger);
+        }
+    } catch (const std::exception& e) {
+        return make_error(errc::start_failed, "could not bind UDP port " + std::to_string(opts.port) + ": " +
+                                                  e.what() + ". Choose another port or 0 for any.");
+    }
+    bool fake_ipv6 = false;
+    if (!udp->hasIPv6()) {
+        log->warn("IPv6 is unavailable: running the DHT over IPv4 only");
+        fake_ipv6 = true;
+    }
+    port = udp->getBoundRef(AF_INET).getPort();
+    auto sock = std::make_unique<FilteredSocket>(std::move(udp), opts.packet_filter, fake_ipv6);
+
+    odht::DhtRunner::Config config;
+    config.dht_config.node_config.network = opts.network;
+    config.dht_config.id = id;
+    config.threaded = true;
+    config.peer_discovery = lan;
+    config.peer_publish = lan;
+
+    odht::DhtRunner::Context ctx;
+    ctx.sock = std::move(sock);
+    ctx.logger = ologger;
+    ctx.statusChangedCallback = [st = status](odht::NodeStatus s4, odht::NodeStatus s6) {
+        // DHT thread, runner lock held: store only.
+        st->v4 = s4;
+        st->v6 = s6;
+    };
+
+    runner = std::make_unique<odht::DhtRunner>();
+    try {
+        runner->run(config, std::move(ctx));
+        runner->registerType(odht::ValueType(k_presence_type_id, "juice.presence", k_presence_lifetime));
+    } catch (const std::exception& e) {
+        try {
+            runner->join();
+        } catch (const std::exception&) {
+        }
+        runner.reset();
+        run_threw = true;
+        return make_error(errc::start_failed, std::string("could not start the DHT node: ") + e.what());
+    }
+    return {};
+}
+
+Result<void> DhtNode::Impl::start(const crypto::Identity* identity) {
+    if (running) return {};
+    if (!opts.post)
+        return make_error(errc::start_failed, "DhtNode needs Options::post to deliver its callbacks");
+
+    odht::crypto::Identity id;
+    if (identity) {
+        try {
+            auto key_pem = identity->private_key_pem();
+            auto crt_pem = identity->certificate_pem();
+            id.first =
+                std::make_shared<odht::crypto::PrivateKey>(odht::Blob(key_pem.begin(), key_pem.end()), "");
+            id.second =
+                std::make_shared<odht::crypto::Certificate>(odht::Blob(crt_pem.begin(), crt_pem.end()));
+        } catch (const std::exception& e) {
+            return make_error(errc::start_failed,
+                              std::string("the identity could not be loaded into the DHT: ") + e.what());
+        }
+        self = identity->id();
+    } else {
+        self.reset();
+    }
+    has_identity = identity != nullptr;
+    // Before run(): the status callback may fire as soon as the DHT thread runs.
+    status->v4 = odht::NodeStatus::Disconnected;
+    status->v6 = odht::NodeStatus::Disconnected;
+
+    bool run_threw = false;
+    auto res = run_runner(id, opts.lan_discovery, run_threw);
+    if (!res.ok() && opts.lan_discovery && run_threw) {
+        log->warn("{}; retrying without LAN discovery", res.error().what());
+        res = run_runner(id, false, run_threw);
+    }
+    if (!res.ok()) return res;
+
+    std::random_device rd;
+    std::uniform_int_distribution<odht::Value::Id> dist(1);
+    value_id = dist(rd);
+    running = true;
+
+    try {
+        auto cached = load_node_cache(opts.node_cache);
+        if (!cached.empty()) {
+            log->info("bootstrapping from {} cached nodes", cached.size());
+            // Inserted nodes are only pinged by routine maintenance (seconds
+            // later); pinging them now makes a restart connect at once.
+            std::vector<odht::SockAddr> addrs;
+            for (const auto& n : cached) addrs.emplace_back(n.ss, n.sslen);
+            runner->bootstrap(std::move(cached));
+            // (The callback must not be empty: DhtRunner calls it unchecked.)
+            runner->bootstrap(std::move(addrs), [log = log](bool ok) {
+                log->debug("cached nodes {}", ok ? "answered" : "did not answer");
+            });
+        }
+        for (const auto& b : opts.bootstrap) {
+            auto hp = parse_host_port(b);
+            if (!hp) {
+                log->warn("ignoring bootstrap address '{}': expected host:port or [v6]:port", b);
+                continue;
+            }
+            runner->bootstrap(hp->first, hp->second);
+        }
+        for (auto& [token, w] : watches) listen(w);
+    } catch (const std::exception& e) {
+        log->error("DHT bootstrap failed: {}", e.what());
+    }
+    log->info("DHT node running on UDP port {} (network {}){}", port, opts.network,
+              has_identity ? "" : ", without identity");
+    return {};
+}
+
+void DhtNode::Impl::listen(WatchEntry& w) {
+    auto post = opts.post;
+    auto state = w.state;
+    auto user = w.user;
+    // Owner, signature (SecureDht verified it before calling us) and type are
+    // checked here, on our side. No Where().owner(...) query: with one, a
+    // listen through a stock 2.4.12 node never received the value (measured:
+    // the record only arrived ~9 s later, once the publisher found us
+    // directly); and a remote filter would prove nothing anyway.
+    auto filter = [user](const odht::Value& v) { return v.type == k_presence_type_id && owned_by(v, user); };
+    auto cb = [post, state, user](const std::vector<std::shared_ptr<odht::Value>>& values, bool expired) {
+        // DHT thread, runner lock held: copy, decode, post. Never block here.
+        for (const auto& v : values) {
+            try {
+                if (!v || v->type != k_presence_type_id || !owned_by(*v, user)) continue;
+                if (expired) {
+                    post_safe(post, [state, id = v->id] { state->value_expired(id); });
+                    continue;
+                }
+                auto rec = decode_presence(v->data);
+                if (!rec) {
+                    dht_logger()->debug("ignoring presence value of {}: {}", user.hex(), rec.error().what());
+                    continue;
+                }
+                post_safe(post, [state, id = v->id, r = std::move(*rec)] { state->deliver(id, r); });
+            } catch (const std::exception& e) {
+                dht_logger()->warn("ignoring a bad presence value: {}", e.what());
+            }
+        }
+        return true;
+    };
+    try {
+        w.token = runner->listen(w.key, odht::ValueCallback(std::move(cb)), std::move(filter)).share();
+    } catch (const std::exception& e) {
+        log->error("could not watch presence of {}: {}", user.hex(), e.what());
+    }
+}
+
+void DhtNode::Impl::stop(std::optional<PresenceRecord> final_record, std::chrono::milliseconds timeout) {
+    if (!running.exchange(false)) return;
+    try {
+        if (final_record && has_identity && self) {
+            auto waiter = std::make_shared<Waiter>();
+            auto value =
+                std::make_shared<odht::Value>(k_presence_type_id, encode_presence(*final_record), value_id);
+            // Same value id as the live record, not permanent: it replaces the
+            // announce and is no longer refreshed.
+            runner->putSigned(
+                odht::InfoHash::get(presence_key_name(*self)), value,
+                [waiter](bool ok, const std::vector<std::shared_ptr<odht::Node>>&) { waiter->set(ok); },
+                false);
+            if (!waiter->wait_for(timeout))
+                log->warn("final presence record not confirmed within {} ms", timeout.count());
+            else if (!waiter->ok)
+                log->warn("final presence record was not stored by any node");
+        }
+        save_node_cache(opts.node_cache, runner->exportNodes());
+        auto done = std::make_shared<Waiter>();
+        runner->shutdown([done] { done->set(true); });
+        // The shutdown op only runs once the node is connected or disconnected;
+        // do not hang on a node stuck "connecting".
+        if (!done->wait_for(std::chrono::milliseconds(500)))
+            log->debug("DHT shutdown not confirmed; joining");
+    } catch (const std::exception& e) {
+        log->warn("error while stopping the DHT node: {}", e.what());
+    }
+    try {
+        runner->join();
+    } catch (const std::exception& e) {
+        log->warn("error while joining the DHT node: {}", e.what());
+    }
+    runner.reset();
+    for (auto& [token, w] : watches) w.token.reset();
+    status->v4 = odht::NodeStatus::Disconnected;
+    status->v6 = odht::NodeStatus::Disconnected;
+    log->info("DHT node stopped");
+}
+
+DhtNode::DhtNode(Options options) : m_impl(std::make_unique<Impl>()) {
+    m_impl->opts = std::move(options);
+}
+
+DhtNode::~DhtNode() {
+    stop();
+}
+
+Result<void> DhtNode::start(const crypto::Identity* identity) {
+    return m_impl->start(identity);
+}
+
+void DhtNode::publish_presence(const PresenceRecord& record, std::function<void(bool ok)> done) {
+    auto& d = *m_impl;
+    auto post = d.opts.post;
+    auto report = [post, done](bool ok) {
+        if (done) post_safe(post, [done, ok] { done(ok); });
+    };
+    if (!d.running || !d.has_identity || !d.self) {
+        d.log->warn("cannot publish presence: {}", d.running ? "no identity" : "the DHT node is not running");
+        report(false);
+        return;
+    }
+    try {
+        auto value = std::make_shared<odht::Value>(k_presence_type_id, encode_presence(record), d.value_id);
+        // permanent: OpenDHT re-announces it before it expires, until replaced.
+        d.runner->putSigned(
+            odht::InfoHash::get(presence_key_name(*d.self)), value,
+            [report](bool ok, const std::vector<std::shared_ptr<odht::Node>>&) { report(ok); }, true);
+    } catch (const std::exception& e) {
+        d.log->error("publishing presence failed: {}", e.what());
+        report(false);
+    }
+}
+
+std::uint64_t DhtNode::watch_presence(const UserId& user,
+                                      std::function<void(const PresenceRecord&)> on_record,
+                                      std::function<void()> on_expired) {
+    auto& d = *m_impl;
+    auto token = d.next_token++;
+    auto state = std::make_shared<WatchState>();
+    state->on_record = std::move(on_record);
+    state->on_expired = std::move(on_expired);
+    auto& w = d.watches[token] = WatchEntry{user, odht::InfoHash::get(presence_key_name(user)), state, {}};
+    // Before start(), the listen is issued when the node starts.
+    if (d.running) d.listen(w);
+    return token;
+}
+
+void DhtNode::unwatch(std::uint64_t token) {
+    auto& d = *m_impl;
+    auto it = d.watches.find(token);
+    if (it == d.watches.end()) return;
+    {
+        std::lock_guard lk(it->second.state->mtx);
+        it->second.state->active = false;
+    }
+    if (d.running && it->second.token) {
+        try {
+            d.runner->cancelListen(it->second.key, *it->second.token);
+        } catch (const std::exception& e) {
+            d.log->warn("cancelling a presence watch failed: {}", e.what());
+        }
+    }
+    d.watches.erase(it);
+}
+
+void DhtNode::stop(std::optional<PresenceRecord> final_record, std::chrono::milliseconds timeout) {
+    m_impl->stop(std::move(final_record), timeout);
+}
+
+DhtInfo DhtNode::info() const {
+    const auto& d = *m_impl;
+    DhtInfo info;
+    info.network = d.opts.network;
+    if (!d.running) {
+        info.state = "disconnected";
+        return info;
+    }
+    info.port = d.port;
+    auto s4 = d.status->v4.load(), s6 = d.status->v6.load();
+    if (s4 == odht::NodeStatus::Connected || s6 == odht::NodeStatus::Connected)
+        info.state = "connected";
+    else if (s4 == odht::NodeStatus::Connecting || s6 == odht::NodeStatus::Connecting)
+        info.state = "connecting";
+    else
+        info.state = "disconnected";
+    try {
+        // Synchronous getters: they take the runner's lock, so they are only
+        // ever called from the caller's thread, never from an OpenDHT callback.
+        info.nodes =
+            d.runner->getNodesStats(AF_INET).good_nodes + d.runner->getNodesStats(AF_INET6).good_nodes;
+        // Most-reported first. OpenDHT 2.4.12 peers report only the IP (the
+        // "sa" field carries no port), so this is normally a bare IP.
+        auto pub = d.runner->getPublicAddress();
+        if (!pub.empty()) info.public_addr = format_addr(pub.front());
+    } catch (const std::exception& e) {
+        d.log->warn("reading DHT state failed: {}", e.what());
+    }
+    return info;
+}
+
+bool DhtNode::running() const {
+    return m_impl->running;
+}
+
+}  // namespace juice::dht

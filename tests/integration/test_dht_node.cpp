@@ -1,1 +1,442 @@
-// placeholder: being written
+// DhtNode against a real network: two (or three) DhtNodes and a stock
+// dhtnode bootstrap on loopback, on a private network id.
+//
+// These read like the protocol: A publishes, B (watching A) sees it; a record
+// at A's key that A did not sign is never shown; an older record never
+// replaces a newer one; a stock OpenDHT node can read A's record.
+#include "harness.hpp"
+#include "juice/crypto/identity.hpp"
+#include "juice/dht/node.hpp"
+
+// Only to play the attacker (a raw OpenDHT node writing at A's key).
+#include <opendht/dhtrunner.h>
+#include <opendht/infohash.h>
+
+#include <catch2/catch.hpp>
+
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+using namespace juice;
+using namespace juice::dht;
+using namespace juice::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A tiny event loop standing in for the daemon's: DhtNode posts callbacks here.
+class LoopThread {
+public:
+    LoopThread() : m_thread([this] { run(); }) {}
+    ~LoopThread() {
+        {
+            std::lock_guard lk(m_mtx);
+            m_quit = true;
+        }
+        m_cv.notify_all();
+        m_thread.join();
+    }
+    DhtNode::Post poster() {
+        return [this](std::function<void()> fn) {
+            {
+                std::lock_guard lk(m_mtx);
+                m_queue.push_back(std::move(fn));
+            }
+            m_cv.notify_all();
+        };
+    }
+
+private:
+    void run() {
+        std::unique_lock lk(m_mtx);
+        for (;;) {
+            m_cv.wait(lk, [&] { return m_quit || !m_queue.empty(); });
+            if (m_quit) return;  // drop what is left: it may refer to a finished test's locals
+            auto fn = std::move(m_queue.front());
+            m_queue.pop_front();
+            lk.unlock();
+            fn();
+            lk.lock();
+        }
+    }
+    std::mutex m_mtx;
+    std::condition_variable m_cv;
+    std::deque<std::function<void()>> m_queue;
+    bool m_quit = false;
+    std::thread m_thread;
+};
+
+// What a watch delivered, readable from the test thread.
+struct Seen {
+    std::mutex mtx;
+    std::vector<PresenceRecord> records;
+    std::vector<std::chrono::steady_clock::time_point> at;
+    int expired = 0;
+
+    auto on_record() {
+        return [this](const PresenceRecord& r) {
+            std::lock_guard lk(mtx);
+            records.push_back(r);
+            at.push_back(std::chrono::steady_clock::now());
+        };
+    }
+    auto on_expired() {
+        return [this] {
+            std::lock_guard lk(mtx);
+            ++expired;
+        };
+    }
+    std::optional<std::size_t> find(const std::function<bool(const PresenceRecord&)>& pred) {
+        std::lock_guard lk(mtx);
+        for (std::size_t i = 0; i < records.size(); ++i)
+            if (pred(records[i])) return i;
+        return std::nullopt;
+    }
+    bool wait_for(const std::function<bool(const PresenceRecord&)>& pred, std::chrono::milliseconds timeout) {
+        return wait_until([&] { return find(pred).has_value(); }, timeout);
+    }
+    std::vector<PresenceRecord> snapshot() {
+        std::lock_guard lk(mtx);
+        return records;
+    }
+};
+
+const crypto::Identity& identity(int which) {
+    // Generated once per test run: 2048-bit keys keep the suite fast.
+    static std::vector<crypto::Identity> ids = [] {
+        std::vector<crypto::Identity> v;
+        for (const char* name : {"alice", "bob", "carol"}) {
+            auto id = crypto::Identity::generate(2048, name);
+            if (!id) throw std::runtime_error("identity generation failed: " + id.error().what());
+            v.push_back(*id);
+        }
+        return v;
+    }();
+    return ids.at(static_cast<std::size_t>(which));
+}
+
+DhtNode::Options options(const DhtBootstrap& boot, LoopThread& loop) {
+    DhtNode::Options o;
+    o.network = boot.network();
+    o.bootstrap = {boot.address()};
+    o.lan_discovery = false;
+    o.post = loop.poster();
+    return o;
+}
+
+std::int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+PresenceRecord record(const std::string& status, std::int64_t ts, const std::string& note = {}) {
+    PresenceRecord r;
+    r.name = "Alice";
+    r.status = status;
+    r.note = note;
+    r.caps = {"text", "voice"};
+    r.device = "test-device";
+    r.addrs = {{"127.0.0.1", 40000, "host"}};
+    r.ts = ts;
+    return r;
+}
+
+bool wait_connected(DhtNode& n) {
+    return wait_until([&] { return n.info().state == "connected"; }, 10s);
+}
+
+}  // namespace
+
+TEST_CASE("dht node: a watcher sees publish, update and the offline record", "[dht][integration]") {
+    TempDir dir;
+    DhtBootstrap boot(random_network_id(), dir.path());
+    LoopThread loop;
+    const auto& alice = identity(0);
+    const auto& bob = identity(1);
+    // Declared before the nodes: callbacks refer to them until the nodes stop.
+    Seen seen;
+    std::atomic<int> done_ok{-1};
+
+    DhtNode a(options(boot, loop));
+    auto o = options(boot, loop);
+    o.node_cache = dir.path() / "b-nodes.msgpack";
+    DhtNode b(std::move(o));
+
+    auto before = a.info();
+    CHECK(before.state == "disconnected");
+    CHECK(before.port == 0);
+    REQUIRE(a.start(&alice).ok());
+    REQUIRE(b.start(&bob).ok());
+    auto early = a.info();
+    std::printf("[dht] info right after start: state=%s nodes=%zu port=%u public='%s'\n", early.state.c_str(),
+                early.nodes, early.port, early.public_addr.c_str());
+    CHECK(early.port != 0);
+    CHECK(early.network == boot.network());
+
+    REQUIRE(wait_connected(a));
+    REQUIRE(wait_connected(b));
+    auto info = a.info();
+    std::printf("[dht] info when connected: state=%s nodes=%zu port=%u public='%s'\n", info.state.c_str(),
+                info.nodes, info.port, info.public_addr.c_str());
+    CHECK(info.nodes >= 1);
+
+    b.watch_presence(alice.id(), seen.on_record(), seen.on_expired());
+
+    // 1. online
+    auto t1 = now_ms();
+    auto published = std::chrono::steady_clock::now();
+    a.publish_presence(record("online", t1), [&](bool ok) { done_ok = ok ? 1 : 0; });
+    REQUIRE(seen.wait_for([&](const PresenceRecord& r) { return r.ts == t1; }, 10s));
+    {
+        auto i = *seen.find([&](const PresenceRecord& r) { return r.ts == t1; });
+        std::lock_guard lk(seen.mtx);
+        auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(seen.at[i] - published).count();
+        std::printf("[dht] publish -> watcher callback (first record): %lld ms\n",
+                    static_cast<long long>(ms));
+        CHECK(seen.records[i] == record("online", t1));
+    }
+    CHECK(wait_until([&] { return done_ok != -1; }, 10s));
+    CHECK(done_ok == 1);
+
+    // 2. away, with a note
+    auto t2 = t1 + 1;
+    published = std::chrono::steady_clock::now();
+    a.publish_presence(record("away", t2, "lunch"));
+    REQUIRE(seen.wait_for([&](const PresenceRecord& r) { return r.ts == t2; }, 10s));
+    {
+        auto i = *seen.find([&](const PresenceRecord& r) { return r.ts == t2; });
+        std::lock_guard lk(seen.mtx);
+        auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(seen.at[i] - published).count();
+        std::printf("[dht] publish -> watcher callback (update): %lld ms\n", static_cast<long long>(ms));
+        CHECK(seen.records[i].status == "away");
+        CHECK(seen.records[i].note == "lunch");
+    }
+
+    // 3. clean shutdown: offline
+    auto t3 = t2 + 1;
+    auto stop_start = std::chrono::steady_clock::now();
+    a.stop(record("offline", t3));
+    auto stop_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - stop_start)
+            .count();
+    std::printf("[dht] stop(final record) took %lld ms\n", static_cast<long long>(stop_ms));
+    CHECK_FALSE(a.running());
+    REQUIRE(seen.wait_for([&](const PresenceRecord& r) { return r.ts == t3 && r.status == "offline"; }, 10s));
+    a.stop();  // twice is fine
+
+    // Records arrived in order, none twice.
+    auto all = seen.snapshot();
+    REQUIRE(all.size() == 3);
+    CHECK(all[0].ts == t1);
+    CHECK(all[1].ts == t2);
+    CHECK(all[2].ts == t3);
+
+    b.stop();
+    REQUIRE(std::filesystem::exists(dir.path() / "b-nodes.msgpack"));
+
+    // The node cache alone (no bootstrap list) is enough to rejoin.
+    auto co = options(boot, loop);
+    co.bootstrap.clear();
+    co.node_cache = dir.path() / "b-nodes.msgpack";
+    DhtNode c(std::move(co));
+    REQUIRE(c.start(&bob).ok());
+    CHECK(wait_connected(c));
+}
+
+TEST_CASE("dht node: a record at A's key signed by someone else is never delivered", "[dht][integration]") {
+    TempDir dir;
+    DhtBootstrap boot(random_network_id(), dir.path());
+    LoopThread loop;
+    const auto& alice = identity(0);
+    const auto& bob = identity(1);
+    const auto& carol = identity(2);
+    Seen seen, seen2;
+    std::atomic<int> signed_done{-1}, unsigned_done{-1};
+    std::atomic<bool> published{false};
+
+    DhtNode a(options(boot, loop));
+    DhtNode b(options(boot, loop));
+    REQUIRE(a.start(&alice).ok());
+    REQUIRE(b.start(&bob).ok());
+    REQUIRE(wait_connected(a));
+    REQUIRE(wait_connected(b));
+
+    // Carol runs a raw OpenDHT node and writes forged records at Alice's key:
+    // one signed with her own key, one unsigned; both would win on ts.
+    ::dht::crypto::Identity cid;
+    {
+        auto key = carol.private_key_pem();
+        auto crt = carol.certificate_pem();
+        cid.first = std::make_shared<::dht::crypto::PrivateKey>(::dht::Blob(key.begin(), key.end()), "");
+        cid.second = std::make_shared<::dht::crypto::Certificate>(::dht::Blob(crt.begin(), crt.end()));
+    }
+    ::dht::DhtRunner c;
+    c.run(0, cid, true, boot.network());
+    c.bootstrap("127.0.0.1", std::to_string(boot.port()));
+    auto alice_key = ::dht::InfoHash::get(presence_key_name(alice.id()));
+
+    auto forged = record("busy", now_ms() + 1'000'000, "forged");
+    forged.name = "mallory";
+    c.putSigned(alice_key, ::dht::Value(k_presence_type_id, encode_presence(forged)),
+                [&](bool ok) { signed_done = ok; });
+    c.put(alice_key, ::dht::Value(k_presence_type_id, encode_presence(forged)),
+          [&](bool ok) { unsigned_done = ok; });
+    REQUIRE(wait_until([&] { return signed_done != -1 && unsigned_done != -1; }, 10s));
+    CHECK(signed_done == 1);  // stored: the network itself does not know who owns a key
+    CHECK(unsigned_done == 1);
+
+    // Alice publishes; Bob watches after the forgeries are stored, so they are
+    // among the values the listen gets first.
+    auto t = now_ms();
+    a.publish_presence(record("online", t), [&](bool ok) { published = ok; });
+    REQUIRE(wait_until([&] { return published.load(); }, 10s));
+
+    b.watch_presence(alice.id(), seen.on_record(), seen.on_expired());
+    REQUIRE(seen.wait_for([&](const PresenceRecord& r) { return r.ts == t; }, 10s));
+    // A second, later watch, to give forged values a second chance to show up.
+    b.watch_presence(alice.id(), seen2.on_record(), seen2.on_expired());
+    REQUIRE(seen2.wait_for([&](const PresenceRecord& r) { return r.ts == t; }, 10s));
+
+    for (auto* s : {&seen, &seen2}) {
+        auto all = s->snapshot();
+        CHECK(all.size() == 1);
+        for (const auto& r : all) CHECK(r.name != "mallory");
+    }
+    c.join();
+}
+
+TEST_CASE("dht node: an older record never replaces a newer one", "[dht][integration]") {
+    TempDir dir;
+    DhtBootstrap boot(random_network_id(), dir.path());
+    LoopThread loop;
+    const auto& alice = identity(0);
+    const auto& bob = identity(1);
+
+    // Two DhtNodes with Alice's key (a restarted or second device): each uses
+    // its own value id, so an old record of one is still a validly signed
+    // value at the key when the other publishes. Only ts decides.
+    Seen seen, late;
+    std::atomic<bool> old_done{false};
+    DhtNode a1(options(boot, loop));
+    DhtNode a2(options(boot, loop));
+    DhtNode b(options(boot, loop));
+    REQUIRE(a1.start(&alice).ok());
+    REQUIRE(a2.start(&alice).ok());
+    REQUIRE(b.start(&bob).ok());
+    REQUIRE(wait_connected(a1));
+    REQUIRE(wait_connected(a2));
+    REQUIRE(wait_connected(b));
+
+    b.watch_presence(alice.id(), seen.on_record(), seen.on_expired());
+
+    auto t = now_ms();
+    a1.publish_presence(record("online", t));
+    REQUIRE(seen.wait_for([&](const PresenceRecord& r) { return r.ts == t; }, 10s));
+
+    a2.publish_presence(record("busy", t - 60'000, "old"), [&](bool) { old_done = true; });
+    REQUIRE(wait_until([&] { return old_done.load(); }, 10s));
+
+    a2.publish_presence(record("away", t + 5));
+    REQUIRE(seen.wait_for([&](const PresenceRecord& r) { return r.ts == t + 5; }, 10s));
+
+    auto all = seen.snapshot();
+    REQUIRE(all.size() == 2);  // the older record was never delivered
+    CHECK(all[0].ts == t);
+    CHECK(all[1].ts == t + 5);
+
+    // A new watch sees all three values at once and still reports only the
+    // newest... or, depending on arrival order, older ones first; never an
+    // older one after a newer one.
+    b.watch_presence(alice.id(), late.on_record(), late.on_expired());
+    REQUIRE(late.wait_for([&](const PresenceRecord& r) { return r.ts == t + 5; }, 10s));
+    auto l = late.snapshot();
+    for (std::size_t i = 1; i < l.size(); ++i) CHECK(l[i].ts > l[i - 1].ts);
+    CHECK(l.back().ts == t + 5);
+}
+
+TEST_CASE("dht node: a stock dhtnode reads the presence record", "[dht][integration]") {
+    TempDir dir;
+    DhtBootstrap boot(random_network_id(), dir.path());
+    LoopThread loop;
+    const auto& alice = identity(0);
+    std::atomic<int> done{-1};
+
+    DhtNode a(options(boot, loop));
+    REQUIRE(a.start(&alice).ok());
+    REQUIRE(wait_connected(a));
+    auto rec = record("online", now_ms());
+    a.publish_presence(rec, [&](bool ok) { done = ok; });
+    REQUIRE(wait_until([&] { return done != -1; }, 10s));
+    REQUIRE(done == 1);
+
+    auto key = ::dht::InfoHash::get(presence_key_name(alice.id())).toString();
+    auto data = encode_presence(rec);
+    auto hex = to_hex(data);
+    boot.process().write_stdin("g " + key + "\n");
+    bool found = wait_until([&] { return boot.process().log().find(hex) != std::string::npos; }, 10s);
+    if (!found) WARN(boot.process().log());
+    CHECK(found);
+    CHECK(boot.process().log().find("signed") != std::string::npos);
+}
+
+TEST_CASE("dht node: every datagram goes through the packet filter", "[dht][integration]") {
+    TempDir dir;
+    DhtBootstrap boot(random_network_id(), dir.path());
+    LoopThread loop;
+    std::mutex mtx;
+    std::size_t packets = 0;
+    std::string last_from;
+
+    auto o = options(boot, loop);
+    o.packet_filter = [&](std::span<const std::uint8_t> data, const std::string& from) {
+        std::lock_guard lk(mtx);
+        ++packets;
+        last_from = from;
+        return !data.empty();
+    };
+    DhtNode a(std::move(o));
+    REQUIRE(a.start(nullptr).ok());  // bootstrap mode: no identity
+    REQUIRE(wait_connected(a));
+    {
+        std::lock_guard lk(mtx);
+        CHECK(packets > 0);
+        CHECK(last_from == boot.address());
+    }
+
+    // A filter that drops everything keeps the node from ever hearing back.
+    auto o2 = options(boot, loop);
+    o2.packet_filter = [](std::span<const std::uint8_t>, const std::string&) { return false; };
+    DhtNode deaf(std::move(o2));
+    REQUIRE(deaf.start(nullptr).ok());
+    CHECK_FALSE(wait_until([&] { return deaf.info().state == "connected"; }, 2s));
+    CHECK(deaf.info().nodes == 0);
+    std::printf("[dht] info of a node that never hears back: state=%s\n", deaf.info().state.c_str());
+
+    // Publishing without an identity fails cleanly.
+    std::atomic<int> done{-1};
+    a.publish_presence(record("online", now_ms()), [&](bool ok) { done = ok; });
+    CHECK(wait_until([&] { return done != -1; }, 2s));
+    CHECK(done == 0);
+    a.stop();
+    deaf.stop();
+}
+
+TEST_CASE("dht node: start fails cleanly on a busy port", "[dht][integration]") {
+    LoopThread loop;
+    DhtNode::Options o;
+    o.lan_discovery = false;
+    o.post = loop.poster();
+    DhtNode a(o);
+    REQUIRE(a.start(nullptr).ok());
+    o.port = a.info().port;
+    DhtNode b(o);
+    auto r = b.start(nullptr);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == make_error_code(errc::start_failed));
+    CHECK(r.error().what().find(std::to_string(o.port)) != std::string::npos);
+    CHECK_FALSE(b.running());
+}

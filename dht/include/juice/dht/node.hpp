@@ -33,8 +33,8 @@ inline constexpr std::uint16_t k_presence_type_id = 0x4a50;  // "JP"
 inline constexpr std::chrono::minutes k_presence_lifetime{5};
 
 struct DhtInfo {
-    std::string state;        // "disconnected" | "connecting" | "connected"
-    std::size_t nodes = 0;    // good nodes in the routing tables (v4 + v6)
+    std::string state;      // "disconnected" | "connecting" | "connected"
+    std::size_t nodes = 0;  // good nodes in the routing tables (v4 + v6)
     std::uint64_t network = 0;
     std::uint16_t port = 0;   // bound UDP port
     std::string public_addr;  // as reported by other nodes, "" if unknown
@@ -45,12 +45,12 @@ public:
     using Post = std::function<void(std::function<void()>)>;
 
     struct Options {
-        std::uint16_t port = 0;                 // UDP; 0 = any
-        std::uint64_t network = 0;              // OpenDHT network id
-        std::vector<std::string> bootstrap;     // "host:port" (IPv6 as "[::1]:port")
-        bool lan_discovery = true;              // OpenDHT multicast peer discovery
-        std::filesystem::path node_cache;       // routing table persisted here ("" = none)
-        Post post;                              // required: runs callbacks on the caller's loop
+        std::uint16_t port = 0;              // UDP; 0 = any
+        std::uint64_t network = 0;           // OpenDHT network id
+        std::vector<std::string> bootstrap;  // "host:port" (IPv6 as "[::1]:port")
+        bool lan_discovery = true;           // OpenDHT multicast peer discovery
+        std::filesystem::path node_cache;    // routing table persisted here ("" = none)
+        Post post;                           // required: runs callbacks on the caller's loop
         // Called on an OpenDHT thread for every received datagram before
         // OpenDHT parses it; return false to drop it. Empty = accept all.
         std::function<bool(std::span<const std::uint8_t>, const std::string& from)> packet_filter;

@@ -27,19 +27,21 @@
 namespace juice::dht {
 
 enum class errc {
-    malformed = 1,      // a record that does not decode
-    bad_signature,      // unsigned, or signed by someone else than the key owner
-    stale,              // older than a record already seen (replay)
-    not_running,        // the DHT node is not started
-    start_failed,       // could not bind or start the DHT node
+    malformed = 1,  // a record that does not decode
+    bad_signature,  // unsigned, or signed by someone else than the key owner
+    stale,          // older than a record already seen (replay)
+    not_running,    // the DHT node is not started
+    start_failed,   // could not bind or start the DHT node
 };
 const std::error_category& error_category() noexcept;
-inline std::error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), error_category()}; }
+inline std::error_code make_error_code(errc e) noexcept {
+    return {static_cast<int>(e), error_category()};
+}
 
 struct Candidate {
-    std::string ip;      // textual IPv4 or IPv6 address
+    std::string ip;  // textual IPv4 or IPv6 address
     std::uint16_t port = 0;
-    std::string kind;    // "host" | "public"
+    std::string kind;  // "host" | "public"
     bool operator==(const Candidate&) const = default;
 };
 
