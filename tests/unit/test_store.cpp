@@ -1,1 +1,499 @@
-// placeholder: being written
+#include "juice/node/store.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+using namespace juice;
+using namespace juice::node;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A fresh directory for one test, removed with everything in it afterwards.
+class TempDir {
+public:
+    TempDir() {
+        const char* base = std::getenv("TMPDIR");
+        std::string tmpl = std::string(base && *base ? base : "/tmp") + "/juice-store-XXXXXX";
+        if (!::mkdtemp(tmpl.data())) FAIL("mkdtemp failed");
+        m_path = tmpl;
+    }
+    ~TempDir() {
+        std::error_code ec;
+        fs::remove_all(m_path, ec);
+    }
+    const fs::path& path() const { return m_path; }
+
+private:
+    fs::path m_path;
+};
+
+template <class T>
+T must(Result<T> r) {
+    if (!r) FAIL(r.error().what());
+    return std::move(*r);
+}
+void must(Result<void> r) {
+    if (!r) FAIL(r.error().what());
+}
+
+std::unique_ptr<Store> open_store(const fs::path& file, Store::Sync sync = Store::Sync::full) {
+    return must(Store::open(file, sync));
+}
+
+std::string read_all(const fs::path& file) {
+    std::ifstream in(file, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), {}};
+}
+
+void write_all(const fs::path& file, const std::string& bytes) {
+    std::ofstream out(file, std::ios::binary | std::ios::trunc);
+    out << bytes;
+}
+
+// Overwrites a big-endian 32-bit field of the (closed) database header.
+void patch_header_u32(const fs::path& file, std::size_t offset, std::uint32_t v) {
+    auto bytes = read_all(file);
+    REQUIRE(bytes.size() >= 100);
+    for (int i = 0; i < 4; ++i) bytes[offset + i] = static_cast<char>((v >> (24 - 8 * i)) & 0xff);
+    write_all(file, bytes);
+}
+
+unsigned file_mode(const fs::path& file) {
+    struct stat st {};
+    REQUIRE(::stat(file.c_str(), &st) == 0);
+    return st.st_mode & 0777;
+}
+
+MessageRecord message(const UserId& from, const UserId& to, bool outgoing, std::string text,
+                      std::int64_t ts = 1000, MessageState state = MessageState::queued) {
+    MessageRecord m;
+    m.id = MessageId::random();
+    m.from = from;
+    m.to = to;
+    m.outgoing = outgoing;
+    m.text = std::move(text);
+    m.ts = ts;
+    m.state = state;
+    return m;
+}
+
+std::vector<std::string> texts(const std::vector<MessageRecord>& ms) {
+    std::vector<std::string> out;
+    for (auto& m : ms) out.push_back(m.text);
+    return out;
+}
+
+struct People {
+    UserId me = UserId::random();
+    UserId alice = UserId::random();
+    UserId bob = UserId::random();
+};
+
+}  // namespace
+
+UserId user_id(std::uint8_t first) {
+    UserId id = UserId::random();
+    id.bytes[0] = first;
+    return id;
+}
+
+TEST_CASE("store: contacts insert, replace, list order, remove, survive reopen") {
+    TempDir dir;
+    auto file = dir.path() / "juice.db";
+    // Ids chosen so that id order, name order and insertion order all differ.
+    ContactRecord alice1{user_id(3), "alice", ContactState::pending_out, 100, 0};
+    ContactRecord alice2{user_id(1), "alice", ContactState::pending_in, 300, 0};  // same name
+    ContactRecord bob{user_id(2), "Bob", ContactState::mutual, 200, 250};
+    ContactRecord zed{user_id(0), "zed", ContactState::blocked, 400, 0};
+    auto store = open_store(file);
+
+    CHECK_FALSE(must(store->get_contact(alice1.id)).has_value());
+    for (auto* c : {&alice1, &zed, &bob, &alice2}) must(store->put_contact(*c));
+    CHECK(must(store->get_contact(bob.id)) == bob);
+
+    zed.state = ContactState::mutual;
+    zed.name = "Zed Z.";
+    must(store->put_contact(zed));  // replace, not a second row
+    CHECK(must(store->get_contact(zed.id)) == zed);
+
+    must(store->set_last_seen(bob.id, 999));
+    bob.last_seen = 999;
+    must(store->set_last_seen(UserId::random(), 5));  // unknown contact: no-op
+
+    // Ordered by name (bytewise: upper case first), then id for equal names.
+    std::vector<ContactRecord> expected{bob, zed, alice2, alice1};
+    CHECK(must(store->list_contacts()) == expected);
+
+    store.reset();
+    store = open_store(file);
+    CHECK(must(store->list_contacts()) == expected);
+
+    must(store->remove_contact(bob.id));
+    must(store->remove_contact(bob.id));  // removing twice is fine
+    CHECK_FALSE(must(store->get_contact(bob.id)).has_value());
+    CHECK(must(store->list_contacts()) == std::vector<ContactRecord>{zed, alice2, alice1});
+}
+
+TEST_CASE("store: removing a contact keeps its message history") {
+    TempDir dir;
+    People p;
+    auto store = open_store(dir.path() / "juice.db");
+    must(store->put_contact({p.alice, "alice", ContactState::mutual, 1, 0}));
+    auto m = message(p.alice, p.me, false, "hi");
+    CHECK(must(store->add_message(m)));
+    must(store->remove_contact(p.alice));
+    CHECK(texts(must(store->history(p.alice, 10))) == std::vector<std::string>{"hi"});
+}
+
+TEST_CASE("store: add_message assigns seq and ignores a duplicate id") {
+    TempDir dir;
+    auto file = dir.path() / "juice.db";
+    People p;
+    auto store = open_store(file);
+
+    auto a = message(p.me, p.alice, true, "first", 10);
+    auto b = message(p.alice, p.me, false, "second", 20, MessageState::delivered);
+    CHECK(must(store->add_message(a)));
+    CHECK(must(store->add_message(b)));
+    CHECK(a.seq > 0);
+    CHECK(b.seq > a.seq);
+    CHECK(must(store->get_message(a.id)) == a);
+    CHECK(must(store->get_message(b.id)) == b);
+
+    auto dup = a;
+    dup.text = "changed";
+    dup.state = MessageState::read;
+    dup.seq = 0;
+    CHECK_FALSE(must(store->add_message(dup)));
+    CHECK(dup.seq == 0);
+    CHECK(must(store->get_message(a.id)) == a);  // stored row unchanged
+    CHECK_FALSE(must(store->get_message(MessageId::random())).has_value());
+
+    store.reset();
+    store = open_store(file);
+    CHECK(must(store->get_message(b.id)) == b);
+    auto c = message(p.me, p.bob, true, "third");
+    CHECK(must(store->add_message(c)));
+    CHECK(c.seq > b.seq);
+}
+
+TEST_CASE("store: advance_message only moves state forward") {
+    TempDir dir;
+    People p;
+    auto store = open_store(dir.path() / "juice.db");
+    auto m = message(p.me, p.alice, true, "x");
+    REQUIRE(must(store->add_message(m)));
+
+    CHECK(must(store->advance_message(m.id, MessageState::sent)));
+    CHECK_FALSE(must(store->advance_message(m.id, MessageState::sent)));  // same state: no change
+    CHECK(must(store->advance_message(m.id, MessageState::read)));        // may skip states
+    CHECK_FALSE(must(store->advance_message(m.id, MessageState::delivered)));
+    CHECK_FALSE(must(store->advance_message(m.id, MessageState::queued)));
+    CHECK(must(store->get_message(m.id))->state == MessageState::read);
+    CHECK_FALSE(must(store->advance_message(MessageId::random(), MessageState::read)));
+}
+
+TEST_CASE("store: undelivered_to lists queued and sent outgoing messages, oldest first") {
+    TempDir dir;
+    People p;
+    auto store = open_store(dir.path() / "juice.db");
+    auto q1 = message(p.me, p.alice, true, "q1");
+    auto in = message(p.alice, p.me, false, "incoming");  // incoming: never in the outbox
+    auto s2 = message(p.me, p.alice, true, "s2", 1000, MessageState::sent);
+    auto other = message(p.me, p.bob, true, "to bob");
+    auto d3 = message(p.me, p.alice, true, "d3");
+    auto q4 = message(p.me, p.alice, true, "q4");
+    for (auto* m : {&q1, &in, &s2, &other, &d3, &q4}) REQUIRE(must(store->add_message(*m)));
+    REQUIRE(must(store->advance_message(d3.id, MessageState::delivered)));
+
+    auto out = must(store->undelivered_to(p.alice));
+    CHECK(texts(out) == std::vector<std::string>{"q1", "s2", "q4"});
+    CHECK(out.at(0) == q1);
+    CHECK(texts(must(store->undelivered_to(p.bob))) == std::vector<std::string>{"to bob"});
+    CHECK(must(store->undelivered_to(p.me)).empty());
+
+    REQUIRE(must(store->advance_message(q1.id, MessageState::sent)));  // sent is still undelivered
+    CHECK(texts(must(store->undelivered_to(p.alice))) == std::vector<std::string>{"q1", "s2", "q4"});
+    REQUIRE(must(store->advance_message(q1.id, MessageState::read)));
+    CHECK(texts(must(store->undelivered_to(p.alice))) == std::vector<std::string>{"s2", "q4"});
+}
+
+TEST_CASE("store: history pages a conversation newest-last, both directions, other peers excluded") {
+    TempDir dir;
+    People p;
+    auto store = open_store(dir.path() / "juice.db");
+    std::vector<MessageRecord> conv;
+    for (int i = 0; i < 10; ++i) {
+        auto m = i % 2 ? message(p.alice, p.me, false, "a" + std::to_string(i))
+                       : message(p.me, p.alice, true, "a" + std::to_string(i));
+        REQUIRE(must(store->add_message(m)));
+        conv.push_back(m);
+        auto noise = i % 2 ? message(p.bob, p.me, false, "b") : message(p.me, p.bob, true, "b");
+        REQUIRE(must(store->add_message(noise)));
+    }
+
+    auto all = must(store->history(p.alice, 100));
+    CHECK(all == conv);
+
+    auto newest3 = must(store->history(p.alice, 3));
+    CHECK(texts(newest3) == std::vector<std::string>{"a7", "a8", "a9"});
+    auto page2 = must(store->history(p.alice, 3, newest3.front().seq));
+    CHECK(texts(page2) == std::vector<std::string>{"a4", "a5", "a6"});
+    auto page3 = must(store->history(p.alice, 5, page2.front().seq));
+    CHECK(texts(page3) == std::vector<std::string>{"a0", "a1", "a2", "a3"});
+    CHECK(must(store->history(p.alice, 5, page3.front().seq)).empty());
+
+    CHECK(must(store->history(p.alice, 0)).empty());
+    CHECK(must(store->history(p.bob, 100)).size() == 10);
+    CHECK(must(store->history(UserId::random(), 100)).empty());
+}
+
+TEST_CASE("store: history returns at most 1000 messages") {
+    TempDir dir;
+    People p;
+    auto store = open_store(dir.path() / "juice.db");
+    {
+        Store::Transaction tx(*store);
+        for (int i = 0; i < 1005; ++i) {
+            auto m = message(p.alice, p.me, false, std::to_string(i));
+            REQUIRE(must(store->add_message(m)));
+        }
+        must(tx.commit());
+    }
+    auto h = must(store->history(p.alice, 5000));
+    REQUIRE(h.size() == 1000);
+    CHECK(h.front().text == "5");
+    CHECK(h.back().text == "1004");
+}
+
+TEST_CASE("store: mark_read_until marks incoming messages up to seq") {
+    TempDir dir;
+    People p;
+    auto store = open_store(dir.path() / "juice.db");
+    auto i1 = message(p.alice, p.me, false, "i1", 1, MessageState::delivered);
+    auto o2 = message(p.me, p.alice, true, "o2", 2, MessageState::delivered);
+    auto i3 = message(p.alice, p.me, false, "i3", 3, MessageState::delivered);
+    auto b4 = message(p.bob, p.me, false, "b4", 4, MessageState::delivered);
+    auto i5 = message(p.alice, p.me, false, "i5", 5, MessageState::delivered);
+    for (auto* m : {&i1, &o2, &i3, &b4, &i5}) REQUIRE(must(store->add_message(*m)));
+
+    auto changed = must(store->mark_read_until(p.alice, i3.seq));
+    CHECK(changed == std::vector<MessageId>{i1.id, i3.id});
+    CHECK(must(store->get_message(i1.id))->state == MessageState::read);
+    CHECK(must(store->get_message(i3.id))->state == MessageState::read);
+    CHECK(must(store->get_message(o2.id))->state == MessageState::delivered);  // outgoing untouched
+    CHECK(must(store->get_message(b4.id))->state == MessageState::delivered);  // other peer untouched
+    CHECK(must(store->get_message(i5.id))->state == MessageState::delivered);  // after seq
+
+    CHECK(must(store->mark_read_until(p.alice, i3.seq)).empty());  // already read
+    CHECK(must(store->mark_read_until(p.alice, i5.seq)) == std::vector<MessageId>{i5.id});
+}
+
+TEST_CASE("store: settings get, set, overwrite, survive reopen") {
+    TempDir dir;
+    auto file = dir.path() / "juice.db";
+    auto store = open_store(file);
+    CHECK_FALSE(must(store->get_setting("nick")).has_value());
+    must(store->set_setting("nick", "zoe"));
+    must(store->set_setting("port", "4222"));
+    must(store->set_setting("nick", "Zoë"));
+    must(store->set_setting("empty", std::string_view()));
+    store.reset();
+    store = open_store(file);
+    CHECK(must(store->get_setting("nick")) == std::optional<std::string>("Zoë"));
+    CHECK(must(store->get_setting("port")) == std::optional<std::string>("4222"));
+    CHECK(must(store->get_setting("empty")) == std::optional<std::string>(""));
+    CHECK_FALSE(must(store->get_setting("Nick")).has_value());
+}
+
+TEST_CASE("store: Transaction commits, rolls back, refuses nesting") {
+    TempDir dir;
+    auto file = dir.path() / "juice.db";
+    People p;
+    auto store = open_store(file);
+    auto kept1 = message(p.me, p.alice, true, "kept1");
+    auto kept2 = message(p.me, p.alice, true, "kept2");
+    auto lost = message(p.me, p.alice, true, "lost");
+
+    {
+        Store::Transaction tx(*store);
+        REQUIRE(must(store->add_message(kept1)));
+        must(store->set_setting("k", "v"));
+        {
+            Store::Transaction inner(*store);
+            auto r = inner.commit();
+            CHECK_FALSE(r);
+            if (!r) CHECK(r.error().code == store_errc::io_error);
+        }
+        REQUIRE(must(store->add_message(kept2)));
+        must(tx.commit());
+        CHECK_FALSE(tx.commit());  // a second commit is an error, not a crash
+    }
+    {
+        Store::Transaction tx(*store);
+        REQUIRE(must(store->add_message(lost)));
+        REQUIRE(must(store->advance_message(kept1.id, MessageState::sent)));
+        must(store->set_setting("k", "changed"));
+        CHECK(must(store->get_message(lost.id)).has_value());  // visible inside the transaction
+    }                                                          // no commit: rolled back
+    CHECK_FALSE(must(store->get_message(lost.id)).has_value());
+    CHECK(must(store->get_message(kept1.id))->state == MessageState::queued);
+
+    store.reset();
+    store = open_store(file);
+    CHECK(texts(must(store->history(p.alice, 10))) == std::vector<std::string>{"kept1", "kept2"});
+    CHECK(must(store->get_setting("k")) == std::optional<std::string>("v"));
+
+    // After a rollback the store is usable for new transactions.
+    Store::Transaction tx(*store);
+    REQUIRE(must(store->add_message(lost)));
+    must(tx.commit());
+    CHECK(must(store->get_message(lost.id)).has_value());
+}
+
+TEST_CASE("store: database, -wal and -shm files are mode 0600; parent directory created") {
+    TempDir dir;
+    auto file = dir.path() / "a" / "b" / "juice.db";
+    People p;
+    auto old_mask = ::umask(0);  // so the store itself must restrict the mode
+    auto store = Store::open(file);
+    ::umask(old_mask);
+    REQUIRE(store);
+    auto m = message(p.me, p.alice, true, "secret");
+    REQUIRE(must((*store)->add_message(m)));  // makes sure -wal and -shm exist
+    CHECK(file_mode(file) == 0600);
+    CHECK(file_mode(fs::path(file.string() + "-wal")) == 0600);
+    CHECK(file_mode(fs::path(file.string() + "-shm")) == 0600);
+    CHECK((file_mode(dir.path() / "a") & 077) == 0);
+    store->reset();
+
+    // An existing database with a looser mode is tightened on open.
+    REQUIRE(::chmod(file.c_str(), 0644) == 0);
+    auto again = open_store(file);
+    CHECK(file_mode(file) == 0600);
+}
+
+TEST_CASE("store: a file that is not SQLite is refused as corrupt and left unchanged") {
+    TempDir dir;
+    auto file = dir.path() / "juice.db";
+    std::string big(8192, '\0');
+    for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>((i * 7919 + 13) % 251);
+    std::string sqlite_header_only = std::string("SQLite format 3") + '\0' + std::string(84, 'x');
+    auto content = GENERATE_COPY(std::string("hello world\n"), big, sqlite_header_only);
+    write_all(file, content);
+    REQUIRE(::chmod(file.c_str(), 0644) == 0);
+
+    auto r = Store::open(file);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == store_errc::corrupt);
+    CHECK_THAT(r.error().message, Catch::Contains(file.string()));
+    CHECK(read_all(file) == content);
+    CHECK(file_mode(file) == 0644);
+    CHECK_FALSE(fs::exists(file.string() + "-wal"));
+}
+
+TEST_CASE("store: a damaged database is reported as corrupt") {
+    TempDir dir;
+    auto file = dir.path() / "juice.db";
+    open_store(file).reset();
+    auto bytes = read_all(file);
+    REQUIRE(bytes.size() >= 4096);
+    for (std::size_t i = 100; i < 4096; ++i) bytes[i] = static_cast<char>(0xab);  // rest of page 1
+    write_all(file, bytes);
+    auto r = Store::open(file);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == store_errc::corrupt);
+    CHECK_THAT(r.error().message, Catch::Contains(file.string()));
+    CHECK(read_all(file) == bytes);
+}
+
+TEST_CASE("store: a path that cannot be a database file gives open_failed") {
+    TempDir dir;
+    auto r = Store::open(dir.path());  // a directory
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == store_errc::open_failed);
+    REQUIRE(::chmod(dir.path().c_str(), 0500) == 0);
+    if (::geteuid() != 0) {  // root ignores directory permissions
+        auto r2 = Store::open(dir.path() / "sub" / "juice.db");
+        REQUIRE_FALSE(r2);
+        CHECK(r2.error().code == store_errc::open_failed);
+    }
+    REQUIRE(::chmod(dir.path().c_str(), 0700) == 0);
+}
+
+TEST_CASE("store: a SQLite database of another program is refused as corrupt") {
+    TempDir dir;
+    auto file = dir.path() / "juice.db";
+    open_store(file).reset();
+    patch_header_u32(file, 68, 0x12345678);  // application_id
+    auto before = read_all(file);
+    auto r = Store::open(file);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == store_errc::corrupt);
+    CHECK(read_all(file) == before);
+}
+
+TEST_CASE("store: a schema written by a newer juice is refused as too_new") {
+    TempDir dir;
+    auto file = dir.path() / "juice.db";
+    People p;
+    {
+        auto store = open_store(file);
+        auto m = message(p.me, p.alice, true, "x");
+        REQUIRE(must(store->add_message(m)));
+    }
+    patch_header_u32(file, 60, 2);  // user_version
+    auto r = Store::open(file);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == store_errc::too_new);
+    CHECK_THAT(r.error().what(), Catch::Contains("newer"));
+
+    patch_header_u32(file, 60, 1);  // back to the current version: opens again
+    auto store = open_store(file);
+    CHECK(must(store->history(p.alice, 10)).size() == 1);
+}
+
+TEST_CASE("store: text with NUL bytes, unicode and 64 KiB round trips") {
+    TempDir dir;
+    auto file = dir.path() / "juice.db";
+    People p;
+    std::string big(64 * 1024, 'z');
+    for (std::size_t i = 0; i < big.size(); i += 97) big[i] = static_cast<char>('a' + i % 26);
+    std::vector<std::string> samples{std::string("a\0b\0", 4), "héllo wörld 你好 🎉", big, ""};
+    std::vector<MessageRecord> stored;
+    auto store = open_store(file, Store::Sync::normal);
+    for (auto& t : samples) {
+        auto m = message(p.alice, p.me, false, t);
+        REQUIRE(must(store->add_message(m)));
+        stored.push_back(m);
+    }
+    must(store->put_contact({p.alice, std::string("al\0ice 🎉", 10), ContactState::blocked, 1, 2}));
+    store.reset();
+    store = open_store(file, Store::Sync::normal);
+    for (auto& m : stored) CHECK(must(store->get_message(m.id)) == m);
+    CHECK(texts(must(store->history(p.alice, 10))) == samples);
+    CHECK(must(store->get_contact(p.alice))->name == std::string("al\0ice 🎉", 10));
+}
+
+TEST_CASE("store: state names round trip") {
+    for (auto s :
+         {ContactState::pending_out, ContactState::pending_in, ContactState::mutual, ContactState::blocked})
+        CHECK(contact_state_from_string(to_string(s)) == s);
+    for (auto s : {MessageState::queued, MessageState::sent, MessageState::delivered, MessageState::read})
+        CHECK(message_state_from_string(to_string(s)) == s);
+    CHECK(to_string(ContactState::pending_in) == "pending_in");
+    CHECK(to_string(MessageState::delivered) == "delivered");
+    CHECK_FALSE(contact_state_from_string("Mutual"));
+    CHECK_FALSE(message_state_from_string(""));
+    CHECK(make_error_code(store_errc::too_new).message().find("newer") != std::string::npos);
+    CHECK(std::string(store_error_category().name()) == "juice.store");
+}
