@@ -1,1 +1,230 @@
-int main() { return 0; }
+// juiced: the juice daemon. Parses flags, loads or creates the identity, and
+// runs node::Daemon until SIGINT/SIGTERM or daemon.shutdown.
+//
+// Exit codes: 0 clean shutdown; 1 runtime failure (port in use, database
+// damaged, ...); 2 bad flags; 3 identity problem (no passphrase, wrong
+// passphrase, damaged key file).
+#include "juice/crypto/errors.hpp"
+#include "juice/crypto/identity.hpp"
+#include "juice/node/api.hpp"
+#include "juice/node/daemon.hpp"
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <termios.h>
+#include <unistd.h>
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <sstream>
+
+namespace {
+
+using juice::crypto::Identity;
+
+constexpr int k_exit_runtime = 1;
+constexpr int k_exit_identity = 3;
+
+std::optional<std::string> prompt_hidden(const std::string& prompt) {
+    std::fprintf(stderr, "%s", prompt.c_str());
+    std::fflush(stderr);
+    termios old{};
+    bool tty = tcgetattr(STDIN_FILENO, &old) == 0;
+    if (tty) {
+        termios quiet = old;
+        quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+        tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+    }
+    std::string line;
+    bool ok = static_cast<bool>(std::getline(std::cin, line));
+    if (tty) tcsetattr(STDIN_FILENO, TCSANOW, &old);
+    std::fprintf(stderr, "\n");
+    if (!ok) return std::nullopt;
+    return line;
+}
+
+struct PassphraseSource {
+    std::string file;
+    bool none = false;
+};
+
+// Where the passphrase comes from, in order: --passphrase-file, the
+// JUICE_PASSPHRASE environment variable, a prompt on a terminal. Without any
+// of them (and without --no-passphrase) the daemon refuses to go on.
+std::optional<std::string> get_passphrase(const PassphraseSource& src, bool creating, std::string& error) {
+    if (src.none) return std::string{};
+    if (!src.file.empty()) {
+        std::ifstream in(src.file);
+        if (!in) {
+            error = "cannot read the passphrase file " + src.file;
+            return std::nullopt;
+        }
+        std::string pass;
+        std::getline(in, pass);
+        if (!pass.empty() && pass.back() == '\r') pass.pop_back();
+        if (pass.empty()) {
+            error = "the passphrase file " + src.file + " is empty";
+            return std::nullopt;
+        }
+        return pass;
+    }
+    if (const char* env = std::getenv("JUICE_PASSPHRASE"); env && *env) return std::string(env);
+    if (isatty(STDIN_FILENO)) {
+        auto p1 =
+            prompt_hidden(creating ? "New passphrase to protect your key: " : "Passphrase for your key: ");
+        if (!p1 || p1->empty()) {
+            error = "no passphrase entered";
+            return std::nullopt;
+        }
+        if (creating) {
+            auto p2 = prompt_hidden("Repeat the passphrase: ");
+            if (!p2 || *p2 != *p1) {
+                error = "the two passphrases differ";
+                return std::nullopt;
+            }
+        }
+        return p1;
+    }
+    error =
+        "a passphrase is needed to protect your key, and there is no terminal to ask for it: use "
+        "--passphrase-file FILE, set JUICE_PASSPHRASE, or run with --no-passphrase to store the key "
+        "unencrypted";
+    return std::nullopt;
+}
+
+std::optional<Identity> load_or_create(const std::filesystem::path& dir, const PassphraseSource& src,
+                                       unsigned bits, const std::string& name, int& exit_code) {
+    exit_code = k_exit_identity;
+    std::string error;
+    if (Identity::exists(dir)) {
+        // An unencrypted key needs no passphrase: try that first when the
+        // user gave none, so --no-passphrase is not needed every start.
+        std::optional<std::string> pass;
+        if (src.none || (src.file.empty() && !std::getenv("JUICE_PASSPHRASE"))) {
+            auto plain = Identity::load(dir, std::nullopt);
+            if (plain) return *plain;
+            if (plain.error().code != juice::crypto::errc::passphrase_required || src.none) {
+                std::cerr << "juiced: cannot load your identity from " << dir << ": " << plain.error().what()
+                          << "\n";
+                return std::nullopt;
+            }
+        }
+        pass = get_passphrase(src, false, error);
+        if (!pass) {
+            std::cerr << "juiced: " << error << "\n";
+            return std::nullopt;
+        }
+        auto id = Identity::load(dir, *pass);
+        if (!id) {
+            std::cerr << "juiced: cannot load your identity from " << dir << ": " << id.error().what()
+                      << "\n";
+            return std::nullopt;
+        }
+        return *id;
+    }
+    auto pass = get_passphrase(src, true, error);
+    if (!pass) {
+        std::cerr << "juiced: " << error << "\n";
+        return std::nullopt;
+    }
+    std::cerr << "juiced: creating your identity (" << bits << "-bit RSA key) in " << dir << "\n";
+    bool tty = isatty(STDERR_FILENO);
+    auto id = Identity::generate(bits, name, [tty](std::chrono::milliseconds elapsed) {
+        auto s = std::chrono::duration_cast<std::chrono::seconds>(elapsed).count();
+        static long last = -1;
+        if (tty) {
+            static const char spin[] = "|/-\\";
+            std::fprintf(stderr, "\r  generating key %c %lds", spin[(elapsed.count() / 250) % 4], s);
+        } else if (s != last) {
+            std::fprintf(stderr, "  generating key... %lds\n", s);
+        }
+        last = s;
+        std::fflush(stderr);
+    });
+    if (tty) std::fprintf(stderr, "\r  generating key: done          \n");
+    if (!id) {
+        std::cerr << "juiced: key generation failed: " << id.error().what() << "\n";
+        return std::nullopt;
+    }
+    if (auto r = id->save(dir, *pass); !r) {
+        std::cerr << "juiced: cannot save your identity: " << r.error().what() << "\n";
+        return std::nullopt;
+    }
+    if (pass->empty()) std::cerr << "juiced: warning: your key is stored unencrypted (--no-passphrase)\n";
+    exit_code = 0;
+    return *id;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"juiced: the juice peer-to-peer buddy chat daemon"};
+    juice::node::Config cfg;
+    std::string data_dir = cfg.data_dir.string();
+    std::string api_socket = juice::node::api::default_socket_path().string();
+    unsigned key_bits = 4096;
+    std::string name;
+    PassphraseSource pass;
+    std::string log_level = "info";
+    std::string sync = "normal";
+    std::uint16_t dht_port = 0, link_port = 0;
+    bool no_lan = false;
+
+    app.set_version_flag("--version", std::string("juiced ") + juice::node::k_version);
+    app.add_option("--data-dir", data_dir, "identity, database and node cache")->capture_default_str();
+    app.add_option("--api-socket", api_socket, "local API socket")->capture_default_str();
+    app.add_option("--port", dht_port, "UDP port of the DHT node (0 = any)")->capture_default_str();
+    app.add_option("--link-port", link_port, "TCP port for direct links (0 = any)")->capture_default_str();
+    app.add_option("--link-bind", cfg.link_bind, "listen for links on this address only (default: all)");
+    app.add_option("--network", cfg.network, "OpenDHT network id (0 = public network)")
+        ->capture_default_str();
+    app.add_option("--bootstrap", cfg.bootstrap, "HOST:PORT of a DHT node to join through (repeatable)");
+    app.add_flag("--no-lan-discovery", no_lan, "do not look for DHT nodes on the LAN by multicast");
+    app.add_option("--key-bits", key_bits, "RSA key size for a new identity")
+        ->check(CLI::Range(2048u, 8192u))
+        ->capture_default_str();
+    app.add_option("--name", name, "display name for a new identity (default: $USER)");
+    auto* pf = app.add_option("--passphrase-file", pass.file, "read the key passphrase from this file");
+    app.add_flag("--no-passphrase", pass.none, "store or use the key without a passphrase")->excludes(pf);
+    app.add_option("--sync", sync,
+                   "database durability: normal (survives a crash of juiced) or full (also survives power "
+                   "loss; slower)")
+        ->check(CLI::IsMember({"full", "normal"}))
+        ->capture_default_str();
+    app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+        ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
+        ->capture_default_str();
+    CLI11_PARSE(app, argc, argv);
+
+    auto logger = spdlog::stderr_color_mt("juiced");
+    spdlog::set_default_logger(logger);
+    spdlog::set_level(spdlog::level::from_str(log_level));
+    spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+
+    cfg.data_dir = data_dir;
+    cfg.api_socket = api_socket;
+    cfg.dht_port = dht_port;
+    cfg.link_port = link_port;
+    cfg.lan_discovery = !no_lan;
+    cfg.sync = sync == "normal" ? juice::node::Store::Sync::normal : juice::node::Store::Sync::full;
+    if (name.empty()) {
+        const char* user = std::getenv("USER");
+        name = user && *user ? user : "juice user";
+    }
+    cfg.default_name = name;
+
+    int code = 0;
+    auto identity = load_or_create(cfg.data_dir, pass, key_bits, name, code);
+    if (!identity) return code;
+
+    juice::node::Daemon daemon(cfg, *identity);
+    if (auto r = daemon.start(); !r) {
+        std::cerr << "juiced: " << r.error().what() << "\n";
+        return k_exit_runtime;
+    }
+    daemon.run();
+    return 0;
+}

@@ -1,1 +1,178 @@
-// placeholder: being written
+#include "link.hpp"
+
+#include <spdlog/spdlog.h>
+#include <asio/write.hpp>
+
+namespace juice::node {
+
+using namespace std::chrono;
+
+static std::int64_t unix_ms_now() {
+    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+Link::Link(asio::ip::tcp::socket socket, crypto::TlsEngine::Role role, const crypto::Identity& self,
+           std::optional<UserId> expected_peer, std::function<bool(const UserId&)> accept_peer,
+           LinkTimeouts timeouts, Callbacks callbacks)
+    : m_socket(std::move(socket)),
+      m_tls(role, self, expected_peer, std::move(accept_peer)),
+      m_role(role),
+      m_timeouts(timeouts),
+      m_cb(std::move(callbacks)),
+      m_timer(m_socket.get_executor()) {
+    std::error_code ec;
+    auto ep = m_socket.remote_endpoint(ec);
+    m_remote = ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
+    m_socket.set_option(asio::ip::tcp::no_delay(true), ec);
+    if (expected_peer) m_peer = *expected_peer;
+}
+
+Link::~Link() = default;
+
+void Link::start() {
+    m_last_rx = steady_clock::now();
+    // Until the handshake completes, the timer is the handshake deadline.
+    m_timer.expires_after(m_timeouts.handshake);
+    m_timer.async_wait([weak = weak_from_this()](std::error_code ec) {
+        auto self = weak.lock();
+        if (!ec && self && !self->m_open)
+            self->fail(self->m_secure ? "no hello from the peer in time" : "tls handshake timed out");
+    });
+    if (auto r = m_tls.start(); !r) return fail(r.error().what());
+    flush();
+    read_more();
+}
+
+void Link::read_more() {
+    if (m_closed) return;
+    m_socket.async_read_some(asio::buffer(m_rbuf), [self = shared_from_this()](std::error_code ec,
+                                                                               std::size_t n) {
+        if (self->m_closed) return;
+        if (ec) {
+            self->fail(ec == asio::error::eof ? "connection closed by peer" : "read failed: " + ec.message());
+            return;
+        }
+        self->on_read(n);
+    });
+}
+
+void Link::on_read(std::size_t n) {
+    m_last_rx = steady_clock::now();
+    auto fed = m_tls.feed(std::span<const std::uint8_t>(m_rbuf.data(), n));
+    flush();
+    if (!fed) return fail(fed.error().what());
+    if (!m_secure && m_tls.state() == crypto::TlsEngine::State::open) {
+        m_secure = true;
+        m_peer = *m_tls.peer_id();
+        if (m_cb.make_hello) write_frame(m_cb.make_hello());
+        if (m_closed) return;
+    }
+    if (m_tls.state() == crypto::TlsEngine::State::closed) return fail("peer closed the tls session");
+    auto plain = m_tls.take_plaintext();
+    if (!plain.empty()) {
+        m_decoder.feed(plain);
+        while (auto next = m_decoder.next()) {
+            if (!*next) return fail("bad frame: " + next->error().what());
+            Frame frame = std::move(next->value());
+            if (!m_open) {
+                auto* hello = std::get_if<HelloFrame>(&frame);
+                if (!hello) return fail("the peer spoke before its hello");
+                m_peer_hello = std::move(*hello);
+                m_open = true;
+                m_opened_at = steady_clock::now();
+                m_opened_unix_ms = unix_ms_now();
+                m_timer.cancel();
+                arm_keepalive();
+                if (m_cb.on_open) m_cb.on_open(*this);
+                if (m_closed) return;
+                continue;
+            }
+            if (auto* ka = std::get_if<KeepaliveFrame>(&frame)) {
+                if (!ka->reply) send(KeepaliveFrame{true});
+                continue;
+            }
+            if (m_cb.on_frame) m_cb.on_frame(*this, std::move(frame));
+            if (m_closed) return;
+        }
+    }
+    read_more();
+}
+
+void Link::send(const Frame& frame) {
+    if (is_open()) write_frame(frame);
+}
+
+void Link::write_frame(const Frame& frame) {
+    auto bytes = encode_frame(frame);
+    if (bytes.empty()) return;
+    if (auto r = m_tls.write(bytes); !r) return fail(r.error().what());
+    flush();
+}
+
+void Link::flush() {
+    auto out = m_tls.take_output();
+    if (!out.empty()) m_out_pending.insert(m_out_pending.end(), out.begin(), out.end());
+    if (m_writing || m_out_pending.empty()) {
+        if (!m_writing && m_close_after_flush) {
+            std::error_code ec;
+            m_socket.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+            m_socket.close(ec);
+        }
+        return;
+    }
+    m_writing = true;
+    m_out_flight.swap(m_out_pending);
+    asio::async_write(m_socket, asio::buffer(m_out_flight),
+                      [self = shared_from_this()](std::error_code ec, std::size_t) {
+                          self->m_writing = false;
+                          self->m_out_flight.clear();
+                          if (ec) {
+                              if (!self->m_closed) self->fail("write failed: " + ec.message());
+                              return;
+                          }
+                          self->flush();
+                      });
+}
+
+void Link::arm_keepalive() {
+    m_timer.expires_after(m_timeouts.keepalive_interval / 3);
+    m_timer.async_wait([weak = weak_from_this()](std::error_code ec) {
+        auto self = weak.lock();
+        if (ec || !self || self->m_closed) return;
+        auto silent = steady_clock::now() - self->m_last_rx;
+        if (silent >= self->m_timeouts.keepalive_timeout) return self->fail("keepalive timeout");
+        if (silent >= self->m_timeouts.keepalive_interval) self->send(KeepaliveFrame{false});
+        self->arm_keepalive();
+    });
+}
+
+void Link::fail(const std::string& reason) {
+    if (m_closed) return;
+    m_closed = true;
+    m_timer.cancel();
+    std::error_code ec;
+    m_socket.close(ec);
+    spdlog::debug("link {} {}: closed: {}", m_peer.hex().substr(0, 8), m_remote, reason);
+    if (m_cb.on_closed) {
+        auto cb = std::move(m_cb.on_closed);
+        m_cb = {};
+        cb(*this, reason);
+    }
+}
+
+void Link::close(const std::string& reason) {
+    if (m_closed) return;
+    if (m_open) m_tls.close();
+    // Flush the close_notify (and anything queued) before the socket closes.
+    m_closed = true;
+    m_close_after_flush = true;
+    m_timer.cancel();
+    flush();
+    if (m_cb.on_closed) {
+        auto cb = std::move(m_cb.on_closed);
+        m_cb = {};
+        cb(*this, reason);
+    }
+}
+
+}  // namespace juice::node

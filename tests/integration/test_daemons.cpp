@@ -1,1 +1,154 @@
-// placeholder: being written
+// Real juiced daemons on loopback, a real stock dhtnode as their only
+// bootstrap, driven through their API sockets. Waits poll with deadlines.
+#include "harness.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+
+using namespace juice::test;
+using json = nlohmann::json;
+
+namespace {
+
+auto presence_of(const std::string& id, const std::string& status) {
+    return [=](const json& e) { return e["type"] == "presence" && e["id"] == id && e["status"] == status; };
+}
+
+auto link_of(const std::string& id, bool up) {
+    return [=](const json& e) { return e["type"] == "link" && e["id"] == id && e["up"] == up; };
+}
+
+auto message_state(const std::string& msg_id, const std::string& state) {
+    return [=](const json& e) {
+        return e["type"] == "message.state" && e["msg_id"] == msg_id && e["state"] == state;
+    };
+}
+
+json contact_entry(Juiced& d, const std::string& id) {
+    for (auto& c : d.call("contacts.list"))
+        if (c["id"] == id) return c;
+    return json();
+}
+
+std::vector<std::string> texts(const json& history) {
+    std::vector<std::string> out;
+    for (auto& m : history) out.push_back(m["text"].get<std::string>());
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("buddies: presence, links, messages, offline delivery and restarts", "[daemon]") {
+    TempDir dir;
+    DhtBootstrap boot(random_network_id(), dir.path());
+    Juiced a("alice", dir.path(), boot), b("bob", dir.path(), boot), c("carol", dir.path(), boot);
+    REQUIRE(a.start());
+    REQUIRE(b.start());
+    REQUIRE(c.start());
+    INFO("alice " << a.id() << " bob " << b.id() << " carol " << c.id());
+
+    // Adding oneself is refused with a clear reason.
+    REQUIRE_THROWS_WITH(a.call("contacts.add", {{"id", a.id()}}), Catch::Contains("your own id"));
+
+    EventWatcher ea(a), eb(b);
+    // Every pair becomes mutual contacts.
+    for (auto* x : {&a, &b, &c})
+        for (auto* y : {&a, &b, &c})
+            if (x != y)
+                CHECK(x->call("contacts.add", {{"id", y->id()}, {"name", y->name()}})["state"] ==
+                      "pending_out");
+
+    // Links come up and contacts turn mutual on both sides.
+    REQUIRE(ea.wait_for(link_of(b.id(), true), 20s));
+    REQUIRE(eb.wait_for(link_of(a.id(), true), 20s));
+    REQUIRE(wait_until([&] { return contact_entry(a, b.id())["state"] == "mutual"; }, 10s));
+    REQUIRE(wait_until([&] { return contact_entry(b, a.id())["linked"] == true; }, 10s));
+    REQUIRE(wait_until([&] { return contact_entry(c, a.id())["linked"] == true; }, 20s));
+
+    // Presence: online -> away with a note -> offline.
+    REQUIRE(ea.wait_for(presence_of(b.id(), "online"), 10s));
+    b.call("presence.set", {{"status", "away"}, {"note", "lunch"}});
+    auto away = ea.wait_for(presence_of(b.id(), "away"), 10s);
+    REQUIRE(away);
+    CHECK((*away)["note"] == "lunch");
+    CHECK(contact_entry(a, b.id())["status"] == "away");
+
+    // Messages both ways reach delivered; the receiver gets message.received.
+    auto m1 = a.call("messages.send", {{"to", b.id()}, {"text", "hi bob"}});
+    REQUIRE(ea.wait_for(message_state(m1["msg_id"], "delivered"), 10s));
+    auto got = eb.wait_for(
+        [&](const json& e) { return e["type"] == "message.received" && e["msg_id"] == m1["msg_id"]; }, 10s);
+    REQUIRE(got);
+    CHECK((*got)["from"] == a.id());
+    CHECK((*got)["text"] == "hi bob");
+    auto m2 = b.call("messages.send", {{"to", a.id()}, {"text", "hi alice ☕"}});
+    REQUIRE(eb.wait_for(message_state(m2["msg_id"], "delivered"), 10s));
+
+    // Clean shutdown of bob: alice sees him offline at once through the bye.
+    REQUIRE(b.stop() == 0);
+    auto off = ea.wait_for(presence_of(b.id(), "offline"), 5s);
+    REQUIRE(off);
+    CHECK((*off)["online"] == false);
+    REQUIRE(ea.wait_for(link_of(b.id(), false), 5s));
+
+    // A message to bob while he is down waits, queued.
+    auto m3 = a.call("messages.send", {{"to", b.id()}, {"text", "are you there?"}});
+    auto hist = a.call("messages.history", {{"with", b.id()}});
+    REQUIRE(hist.size() == 3);
+    CHECK(hist.back()["state"] == "queued");
+
+    // Bob comes back: the link returns and the waiting message is delivered.
+    REQUIRE(b.start());
+    REQUIRE(ea.wait_for(message_state(m3["msg_id"], "delivered"), 20s));
+    REQUIRE(ea.wait_for(presence_of(b.id(), "away"), 10s));  // his status survived the restart
+
+    // History is intact on both sides, in order, after restarts of both.
+    REQUIRE(a.stop() == 0);
+    REQUIRE(a.start());
+    std::vector<std::string> want{"hi bob", "hi alice ☕", "are you there?"};
+    CHECK(texts(a.call("messages.history", {{"with", b.id()}})) == want);
+    CHECK(texts(b.call("messages.history", {{"with", a.id()}})) == want);
+    for (auto& m : b.call("messages.history", {{"with", a.id()}})) CHECK(m["state"] == "delivered");
+    for (auto& m : a.call("messages.history", {{"with", b.id()}})) CHECK(m["state"] == "delivered");
+    // Paging: the newest one, then the page before it.
+    auto last = a.call("messages.history", {{"with", b.id()}, {"limit", 1}});
+    REQUIRE(last.size() == 1);
+    CHECK(last[0]["text"] == "are you there?");
+    auto before = a.call("messages.history", {{"with", b.id()}, {"limit", 5}, {"before", last[0]["seq"]}});
+    CHECK(texts(before) == std::vector<std::string>{"hi bob", "hi alice ☕"});
+
+    // The contact list survived the restart too.
+    CHECK(contact_entry(a, b.id())["state"] == "mutual");
+    CHECK(contact_entry(a, c.id())["name"] == "carol");
+    CHECK(a.stop() == 0);
+    CHECK(b.stop() == 0);
+    CHECK(c.stop() == 0);
+}
+
+TEST_CASE("a link from a non-contact is refused", "[daemon]") {
+    TempDir dir;
+    DhtBootstrap boot(random_network_id(), dir.path());
+    Juiced x("x", dir.path(), boot), y("y", dir.path(), boot);
+    REQUIRE(x.start());
+    REQUIRE(y.start());
+    // The lower id dials; make it the stranger, so it really tries.
+    Juiced& stranger = x.id() < y.id() ? x : y;
+    Juiced& target = x.id() < y.id() ? y : x;
+    INFO("stranger " << stranger.id() << " target " << target.id());
+    EventWatcher es(stranger), et(target);
+    stranger.call("contacts.add", {{"id", target.id()}});
+
+    // The stranger dials (its log says so) and the target refuses the key.
+    REQUIRE(wait_until([&] { return target.log().find("refused") != std::string::npos; }, 20s));
+    CHECK(target.log().find(stranger.id()) != std::string::npos);
+    CHECK_FALSE(contact_entry(stranger, target.id())["linked"].get<bool>());
+    CHECK(contact_entry(stranger, target.id())["state"] == "pending_out");
+    CHECK_FALSE(et.wait_for(link_of(stranger.id(), true), 500ms));
+    CHECK_FALSE(es.wait_for(link_of(target.id(), true), 10ms));
+
+    // Once the target adds the stranger back, the link forms.
+    target.call("contacts.add", {{"id", stranger.id()}});
+    REQUIRE(es.wait_for(link_of(target.id(), true), 20s));
+    CHECK(contact_entry(target, stranger.id())["state"] == "mutual");
+}

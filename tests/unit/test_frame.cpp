@@ -1,1 +1,398 @@
-// placeholder: being written
+#include "juice/node/frame.hpp"
+
+#include <catch2/catch.hpp>
+#include <msgpack.hpp>
+
+using namespace juice;
+using namespace juice::node;
+
+namespace {
+
+std::vector<Frame> sample_frames() {
+    MessageId id = MessageId::random();
+    return {
+        HelloFrame{1, "Alice", {"text", "voice"}, "online", "at lunch 🍝"},
+        HelloFrame{},
+        MessageFrame{id, 1700000000123, "hello, Bob"},
+        MessageFrame{id, -5, ""},
+        MessageFrame{id, 1, std::string(k_max_text_bytes, 'x')},
+        AckFrame{id},
+        PresenceFrame{"away", "back soon"},
+        PresenceFrame{"busy", ""},
+        KeepaliveFrame{false},
+        KeepaliveFrame{true},
+        ByeFrame{"shutdown"},
+        ByeFrame{},
+    };
+}
+
+// A length-prefixed frame around an arbitrary body.
+Bytes with_prefix(const Bytes& body) {
+    auto n = static_cast<std::uint32_t>(body.size());
+    Bytes out{static_cast<std::uint8_t>(n >> 24), static_cast<std::uint8_t>(n >> 16),
+              static_cast<std::uint8_t>(n >> 8), static_cast<std::uint8_t>(n)};
+    out.insert(out.end(), body.begin(), body.end());
+    return out;
+}
+
+// Packs a map of string keys to values built by `fill`.
+template <class Fill>
+Bytes pack_map(std::uint32_t entries, Fill fill) {
+    msgpack::sbuffer buf;
+    msgpack::packer<msgpack::sbuffer> pk(buf);
+    pk.pack_map(entries);
+    fill(pk);
+    return Bytes(buf.data(), buf.data() + buf.size());
+}
+
+Result<Frame> decode(const Bytes& body) {
+    return decode_frame_body(body);
+}
+
+frame_errc code_of(const Result<Frame>& r) {
+    return static_cast<frame_errc>(r.error().code.value());
+}
+
+}  // namespace
+
+TEST_CASE("frame: every type round trips") {
+    for (const auto& frame : sample_frames()) {
+        auto wire = encode_frame(frame);
+        REQUIRE(wire.size() > 4);
+        std::uint32_t len = std::uint32_t{wire[0]} << 24 | wire[1] << 16 | wire[2] << 8 | wire[3];
+        CHECK(len == wire.size() - 4);
+        auto back = decode_frame_body(std::span(wire).subspan(4));
+        REQUIRE(back);
+        CHECK(*back == frame);
+    }
+}
+
+TEST_CASE("frame: the decoder reassembles frames fed byte by byte") {
+    auto frames = sample_frames();
+    Bytes stream;
+    for (const auto& f : frames) {
+        auto w = encode_frame(f);
+        stream.insert(stream.end(), w.begin(), w.end());
+    }
+    FrameDecoder dec;
+    std::vector<Frame> got;
+    for (auto byte : stream) {
+        dec.feed(std::span(&byte, 1));
+        while (auto r = dec.next()) {
+            REQUIRE(*r);
+            got.push_back(**r);
+        }
+    }
+    CHECK(got == frames);
+    CHECK(dec.buffered() == 0);
+}
+
+TEST_CASE("frame: several frames in one buffer, and a partial one kept") {
+    Bytes stream;
+    for (const auto& f : sample_frames()) {
+        auto w = encode_frame(f);
+        stream.insert(stream.end(), w.begin(), w.end());
+    }
+    auto extra = encode_frame(ByeFrame{"removed"});
+    stream.insert(stream.end(), extra.begin(), extra.end() - 3);
+    FrameDecoder dec;
+    dec.feed(stream);
+    std::size_t n = 0;
+    while (auto r = dec.next()) {
+        REQUIRE(*r);
+        ++n;
+    }
+    CHECK(n == sample_frames().size());
+    CHECK(dec.buffered() == extra.size() - 3);
+    dec.feed(std::span(extra).last(3));
+    auto last = dec.next();
+    REQUIRE(last);
+    REQUIRE(*last);
+    CHECK(std::get<ByeFrame>(**last).reason == "removed");
+    CHECK_FALSE(dec.next());
+}
+
+TEST_CASE("frame: bad length prefixes kill the stream") {
+    auto len = GENERATE(std::uint32_t{0}, std::uint32_t(k_max_frame_size + 1), std::uint32_t{0xffffffff});
+    FrameDecoder dec;
+    Bytes prefix{static_cast<std::uint8_t>(len >> 24), static_cast<std::uint8_t>(len >> 16),
+                 static_cast<std::uint8_t>(len >> 8), static_cast<std::uint8_t>(len)};
+    dec.feed(prefix);
+    auto r = dec.next();
+    REQUIRE(r);
+    REQUIRE_FALSE(*r);
+    CHECK(code_of(*r) == frame_errc::oversized);
+    // The stream stays failed, even if good frames follow.
+    dec.feed(encode_frame(KeepaliveFrame{}));
+    auto again = dec.next();
+    REQUIRE(again);
+    CHECK_FALSE(*again);
+}
+
+TEST_CASE("frame: the largest allowed size is accepted by the decoder") {
+    // A message close to the cap still fits: 64 KiB text is far below 256 KiB.
+    auto wire = encode_frame(MessageFrame{MessageId::random(), 0, std::string(k_max_text_bytes, 'y')});
+    REQUIRE_FALSE(wire.empty());
+    FrameDecoder dec;
+    dec.feed(wire);
+    auto r = dec.next();
+    REQUIRE(r);
+    CHECK(*r);
+    // decode_frame_body rejects empty and oversized bodies itself.
+    CHECK(code_of(decode(Bytes{})) == frame_errc::oversized);
+    CHECK(code_of(decode(Bytes(k_max_frame_size + 1, 0xc0))) == frame_errc::oversized);
+}
+
+TEST_CASE("frame: bodies that are not a proper map are malformed") {
+    auto body = GENERATE(Bytes{0xc0},                          // nil
+                         Bytes{0x93, 1, 2, 3},                 // array
+                         Bytes{0xa3, 'a', 'b', 'c'},           // string
+                         Bytes{0xc1},                          // never-used byte
+                         Bytes{0x82, 0xa1, 't'},               // truncated map
+                         Bytes{0xdf, 0xff, 0xff, 0xff, 0xff},  // map claiming 4G entries
+                         Bytes{0xdd, 0xff, 0xff, 0xff, 0xff},  // array claiming 4G entries
+                         Bytes{0x80, 0x80});                   // trailing bytes
+    auto r = decode(body);
+    REQUIRE_FALSE(r);
+    CHECK(code_of(r) == frame_errc::malformed);
+}
+
+TEST_CASE("frame: truncated msgpack is malformed") {
+    auto wire = encode_frame(HelloFrame{1, "Alice", {"text"}, "online", "note"});
+    Bytes body(wire.begin() + 4, wire.end());
+    for (std::size_t cut = 1; cut < body.size(); ++cut) {
+        INFO("cut at " << cut);
+        auto r = decode_frame_body(std::span(body).first(cut));
+        REQUIRE_FALSE(r);
+        CHECK(code_of(r) == frame_errc::malformed);
+    }
+}
+
+TEST_CASE("frame: missing or mistyped fields are malformed") {
+    auto id = MessageId::random();
+    auto str = [](auto& pk, std::string_view s) {
+        pk.pack_str(static_cast<std::uint32_t>(s.size()));
+        pk.pack_str_body(s.data(), static_cast<std::uint32_t>(s.size()));
+    };
+    auto bin = [](auto& pk, const std::uint8_t* p, std::uint32_t n) {
+        pk.pack_bin(n);
+        pk.pack_bin_body(reinterpret_cast<const char*>(p), n);
+    };
+    auto header = [&](auto& pk, std::string_view type) {
+        str(pk, "t");
+        str(pk, type);
+        str(pk, "v");
+        pk.pack(1);
+    };
+    std::vector<std::pair<std::string, Bytes>> cases = {
+        {"no t", pack_map(1, [&](auto& pk) { str(pk, "v"), pk.pack(1); })},
+        {"no v", pack_map(1, [&](auto& pk) { str(pk, "t"), str(pk, "ka"); })},
+        {"t not a string",
+         pack_map(2, [&](auto& pk) { str(pk, "t"), pk.pack(5), str(pk, "v"), pk.pack(1); })},
+        {"v a string",
+         pack_map(2, [&](auto& pk) { str(pk, "t"), str(pk, "ka"), str(pk, "v"), str(pk, "1"); })},
+        {"v zero", pack_map(2, [&](auto& pk) { str(pk, "t"), str(pk, "ka"), str(pk, "v"), pk.pack(0); })},
+        {"msg without id", pack_map(4,
+                                    [&](auto& pk) {
+                                        header(pk, "msg");
+                                        str(pk, "ts"), pk.pack(1);
+                                        str(pk, "b"), str(pk, "x");
+                                    })},
+        {"msg id of 15 bytes", pack_map(5,
+                                        [&](auto& pk) {
+                                            header(pk, "msg");
+                                            str(pk, "i"), bin(pk, id.bytes.data(), 15);
+                                            str(pk, "ts"), pk.pack(1);
+                                            str(pk, "b"), str(pk, "x");
+                                        })},
+        {"msg id as a string", pack_map(5,
+                                        [&](auto& pk) {
+                                            header(pk, "msg");
+                                            str(pk, "i"), str(pk, id.hex());
+                                            str(pk, "ts"), pk.pack(1);
+                                            str(pk, "b"), str(pk, "x");
+                                        })},
+        {"msg ts as a float", pack_map(5,
+                                       [&](auto& pk) {
+                                           header(pk, "msg");
+                                           str(pk, "i"), bin(pk, id.bytes.data(), 16);
+                                           str(pk, "ts"), pk.pack(1.5);
+                                           str(pk, "b"), str(pk, "x");
+                                       })},
+        {"msg ts above int64", pack_map(5,
+                                        [&](auto& pk) {
+                                            header(pk, "msg");
+                                            str(pk, "i"), bin(pk, id.bytes.data(), 16);
+                                            str(pk, "ts"), pk.pack(std::uint64_t{1} << 63);
+                                            str(pk, "b"), str(pk, "x");
+                                        })},
+        {"msg body as binary", pack_map(5,
+                                        [&](auto& pk) {
+                                            header(pk, "msg");
+                                            str(pk, "i"), bin(pk, id.bytes.data(), 16);
+                                            str(pk, "ts"), pk.pack(1);
+                                            str(pk, "b"), bin(pk, id.bytes.data(), 3);
+                                        })},
+        {"msg body not UTF-8", pack_map(5,
+                                        [&](auto& pk) {
+                                            header(pk, "msg");
+                                            str(pk, "i"), bin(pk, id.bytes.data(), 16);
+                                            str(pk, "ts"), pk.pack(1);
+                                            str(pk, "b"), str(pk, "\xff\xfe");
+                                        })},
+        {"msg body too long", pack_map(5,
+                                       [&](auto& pk) {
+                                           header(pk, "msg");
+                                           str(pk, "i"), bin(pk, id.bytes.data(), 16);
+                                           str(pk, "ts"), pk.pack(1);
+                                           str(pk, "b"), str(pk, std::string(k_max_text_bytes + 1, 'x'));
+                                       })},
+        {"ack id missing", pack_map(2, [&](auto& pk) { header(pk, "ack"); })},
+        {"hello without protocol", pack_map(3,
+                                            [&](auto& pk) {
+                                                header(pk, "hello");
+                                                str(pk, "n"), str(pk, "x");
+                                            })},
+        {"hello protocol negative", pack_map(3,
+                                             [&](auto& pk) {
+                                                 header(pk, "hello");
+                                                 str(pk, "p"), pk.pack(-1);
+                                             })},
+        {"hello name too long", pack_map(4,
+                                         [&](auto& pk) {
+                                             header(pk, "hello");
+                                             str(pk, "p"), pk.pack(1);
+                                             str(pk, "n"), str(pk, std::string(k_max_name_bytes + 1, 'n'));
+                                         })},
+        {"hello caps not an array", pack_map(4,
+                                             [&](auto& pk) {
+                                                 header(pk, "hello");
+                                                 str(pk, "p"), pk.pack(1);
+                                                 str(pk, "c"), str(pk, "text");
+                                             })},
+        {"hello caps of ints", pack_map(4,
+                                        [&](auto& pk) {
+                                            header(pk, "hello");
+                                            str(pk, "p"), pk.pack(1);
+                                            str(pk, "c"), pk.pack_array(1), pk.pack(3);
+                                        })},
+        {"hello too many caps", pack_map(4,
+                                         [&](auto& pk) {
+                                             header(pk, "hello");
+                                             str(pk, "p"), pk.pack(1);
+                                             str(pk, "c"), pk.pack_array(17);
+                                             for (int i = 0; i < 17; ++i) str(pk, "c");
+                                         })},
+        {"presence without status", pack_map(3,
+                                             [&](auto& pk) {
+                                                 header(pk, "presence");
+                                                 str(pk, "nt"), str(pk, "x");
+                                             })},
+        {"presence note too long", pack_map(4,
+                                            [&](auto& pk) {
+                                                header(pk, "presence");
+                                                str(pk, "s"), str(pk, "away");
+                                                str(pk, "nt"),
+                                                    str(pk, std::string(k_max_note_bytes + 1, 'n'));
+                                            })},
+        {"ka reply as int", pack_map(3,
+                                     [&](auto& pk) {
+                                         header(pk, "ka");
+                                         str(pk, "r"), pk.pack(1);
+                                     })},
+        {"bye reason as nil", pack_map(3,
+                                       [&](auto& pk) {
+                                           header(pk, "bye");
+                                           str(pk, "r"), pk.pack_nil();
+                                       })},
+        {"a duplicate key", pack_map(4,
+                                     [&](auto& pk) {
+                                         header(pk, "bye");
+                                         str(pk, "r"), str(pk, "a");
+                                         str(pk, "r"), str(pk, "b");
+                                     })},
+        {"nesting too deep", pack_map(3,
+                                      [&](auto& pk) {
+                                          header(pk, "ka");
+                                          str(pk, "deep");
+                                          for (int i = 0; i < 20; ++i) pk.pack_array(1);
+                                          pk.pack(1);
+                                      })},
+    };
+    for (const auto& [name, body] : cases) {
+        INFO(name);
+        auto r = decode(body);
+        REQUIRE_FALSE(r);
+        CHECK(code_of(r) == frame_errc::malformed);
+        CHECK_FALSE(r.error().message.empty());
+    }
+}
+
+TEST_CASE("frame: unknown types are skipped, unknown keys ignored") {
+    auto str = [](auto& pk, std::string_view s) {
+        pk.pack_str(static_cast<std::uint32_t>(s.size()));
+        pk.pack_str_body(s.data(), static_cast<std::uint32_t>(s.size()));
+    };
+    SECTION("an unknown type, even of a newer version") {
+        auto body = pack_map(3, [&](auto& pk) {
+            str(pk, "t"), str(pk, "file-offer");
+            str(pk, "v"), pk.pack(7);
+            str(pk, "size"), pk.pack(12345);
+        });
+        auto r = decode(body);
+        REQUIRE(r);
+        REQUIRE(std::holds_alternative<UnknownFrame>(*r));
+        CHECK(std::get<UnknownFrame>(*r).type == "file-offer");
+        // And through the stream decoder, which keeps going afterwards.
+        FrameDecoder dec;
+        dec.feed(with_prefix(body));
+        dec.feed(encode_frame(KeepaliveFrame{true}));
+        auto first = dec.next();
+        REQUIRE(first);
+        REQUIRE(*first);
+        CHECK(std::holds_alternative<UnknownFrame>(**first));
+        auto second = dec.next();
+        REQUIRE(second);
+        REQUIRE(*second);
+        CHECK(std::get<KeepaliveFrame>(**second).reply);
+    }
+    SECTION("extra keys of any type, and non-string keys") {
+        auto body = pack_map(6, [&](auto& pk) {
+            str(pk, "t"), str(pk, "presence");
+            str(pk, "v"), pk.pack(1);
+            str(pk, "s"), str(pk, "busy");
+            str(pk, "mood"), pk.pack_array(2), pk.pack(1), pk.pack_nil();
+            pk.pack(42), str(pk, "int key");
+            str(pk, "extra"), pk.pack_map(1), str(pk, "k"), pk.pack(true);
+        });
+        auto r = decode(body);
+        REQUIRE(r);
+        CHECK(std::get<PresenceFrame>(*r) == PresenceFrame{"busy", ""});
+    }
+    SECTION("a known type of a newer version is unsupported") {
+        auto body = pack_map(3, [&](auto& pk) {
+            str(pk, "t"), str(pk, "ka");
+            str(pk, "v"), pk.pack(2);
+            str(pk, "r"), pk.pack(true);
+        });
+        auto r = decode(body);
+        REQUIRE_FALSE(r);
+        CHECK(code_of(r) == frame_errc::unsupported);
+    }
+}
+
+TEST_CASE("frame: frames that could not be decoded are not encoded") {
+    CHECK(encode_frame(UnknownFrame{"x"}).empty());
+    CHECK(encode_frame(MessageFrame{MessageId::random(), 0, std::string(k_max_text_bytes + 1, 'x')}).empty());
+    CHECK(encode_frame(HelloFrame{1, std::string(k_max_name_bytes + 1, 'n'), {}, "", ""}).empty());
+    CHECK(encode_frame(HelloFrame{1, "", std::vector<std::string>(17, "c"), "", ""}).empty());
+    CHECK(encode_frame(PresenceFrame{"online", "\xc3"}).empty());  // cut UTF-8
+    CHECK(encode_frame(ByeFrame{std::string(65, 'r')}).empty());
+}
+
+TEST_CASE("frame: error codes have readable messages") {
+    CHECK(make_error_code(frame_errc::oversized).message().find("size") != std::string::npos);
+    CHECK(std::string(frame_error_category().name()) == "juice.frame");
+    std::error_code ec = frame_errc::malformed;
+    CHECK(ec == frame_errc::malformed);
+}

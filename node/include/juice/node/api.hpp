@@ -72,8 +72,8 @@ public:
     struct Options {
         std::filesystem::path socket_path = default_socket_path();
         std::size_t max_clients = 256;
-        std::size_t max_line_bytes = 1 << 20;   // a longer line: error, then the rest is skipped
-        std::size_t max_queue = 4096;           // queued outgoing lines per client
+        std::size_t max_line_bytes = 1 << 20;  // a longer line: error, then the rest is skipped
+        std::size_t max_queue = 4096;          // queued outgoing lines per client
     };
 
     ApiServer(asio::io_context& io, Options options);

@@ -13,14 +13,16 @@ namespace juice::node::api {
 enum class client_errc {
     connect_failed = 1,  // no daemon at the socket path (message says how to start one)
     timeout,
-    closed,              // the daemon closed the connection
-    protocol,            // the daemon sent something that is not JSON-RPC
+    closed,    // the daemon closed the connection
+    protocol,  // the daemon sent something that is not JSON-RPC
 };
 const std::error_category& client_error_category() noexcept;
-inline std::error_code make_error_code(client_errc e) noexcept { return {static_cast<int>(e), client_error_category()}; }
+inline std::error_code make_error_code(client_errc e) noexcept {
+    return {static_cast<int>(e), client_error_category()};
+}
 
 struct Response {
-    json result;                   // valid when !error
+    json result;  // valid when !error
     std::optional<RpcError> error;
     bool ok() const { return !error; }
 };

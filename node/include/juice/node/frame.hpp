@@ -33,47 +33,49 @@ enum class frame_errc {
     unsupported,    // "v" is newer than we read and the frame is not optional
 };
 const std::error_category& frame_error_category() noexcept;
-inline std::error_code make_error_code(frame_errc e) noexcept { return {static_cast<int>(e), frame_error_category()}; }
+inline std::error_code make_error_code(frame_errc e) noexcept {
+    return {static_cast<int>(e), frame_error_category()};
+}
 
 // First frame each side sends once TLS is up.
 struct HelloFrame {
     std::uint32_t protocol = 1;
-    std::string name;                // display name, <= k_max_name_bytes
-    std::vector<std::string> caps;   // e.g. "text", "voice"; <= 16 entries of <= 16 bytes
-    std::string status;              // "online" | "away" | "busy" | "invisible"
-    std::string note;                // <= k_max_note_bytes
+    std::string name;               // display name, <= k_max_name_bytes
+    std::vector<std::string> caps;  // e.g. "text", "voice"; <= 16 entries of <= 16 bytes
+    std::string status;             // "online" | "away" | "busy" | "invisible"
+    std::string note;               // <= k_max_note_bytes
     bool operator==(const HelloFrame&) const = default;
 };
 struct MessageFrame {
     MessageId id;
-    std::int64_t ts = 0;   // sender's clock, Unix ms
-    std::string text;      // UTF-8, <= k_max_text_bytes
+    std::int64_t ts = 0;  // sender's clock, Unix ms
+    std::string text;     // UTF-8, <= k_max_text_bytes
     bool operator==(const MessageFrame&) const = default;
 };
-struct AckFrame {          // receiver stored the message
+struct AckFrame {  // receiver stored the message
     MessageId id;
     bool operator==(const AckFrame&) const = default;
 };
-struct PresenceFrame {     // status change, sent to linked contacts at once
+struct PresenceFrame {  // status change, sent to linked contacts at once
     std::string status;
     std::string note;
     bool operator==(const PresenceFrame&) const = default;
 };
 struct KeepaliveFrame {
-    bool reply = false;    // false: a ping that wants a reply; true: the reply
+    bool reply = false;  // false: a ping that wants a reply; true: the reply
     bool operator==(const KeepaliveFrame&) const = default;
 };
-struct ByeFrame {          // clean shutdown or removal; peer shows us offline
-    std::string reason;    // "shutdown", "removed"; <= 64 bytes
+struct ByeFrame {        // clean shutdown or removal; peer shows us offline
+    std::string reason;  // "shutdown", "removed"; <= 64 bytes
     bool operator==(const ByeFrame&) const = default;
 };
-struct UnknownFrame {      // a type this version does not know: skip it
+struct UnknownFrame {  // a type this version does not know: skip it
     std::string type;
     bool operator==(const UnknownFrame&) const = default;
 };
 
-using Frame = std::variant<HelloFrame, MessageFrame, AckFrame, PresenceFrame, KeepaliveFrame,
-                           ByeFrame, UnknownFrame>;
+using Frame =
+    std::variant<HelloFrame, MessageFrame, AckFrame, PresenceFrame, KeepaliveFrame, ByeFrame, UnknownFrame>;
 
 // Length prefix + msgpack body. UnknownFrame cannot be encoded (returns empty).
 Bytes encode_frame(const Frame& frame);

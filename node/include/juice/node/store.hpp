@@ -7,7 +7,7 @@
 //
 // Durability: Sync::full fsyncs every commit (survives power loss);
 // Sync::normal survives a crash of the daemon (kill -9) but can lose the last
-// commits on power loss. The default is full.
+// commits on power loss. Store::open defaults to full; juiced defaults to normal (docs/DESIGN.md).
 #pragma once
 
 #include "juice/crypto/ids.hpp"
@@ -30,7 +30,9 @@ enum class store_errc {
     io_error,         // a statement failed (disk full, read-only, ...)
 };
 const std::error_category& store_error_category() noexcept;
-inline std::error_code make_error_code(store_errc e) noexcept { return {static_cast<int>(e), store_error_category()}; }
+inline std::error_code make_error_code(store_errc e) noexcept {
+    return {static_cast<int>(e), store_error_category()};
+}
 
 enum class ContactState { pending_out, pending_in, mutual, blocked };
 std::string_view to_string(ContactState s);
@@ -42,9 +44,9 @@ std::optional<MessageState> message_state_from_string(std::string_view s);
 
 struct ContactRecord {
     UserId id;
-    std::string name;          // what the user calls this contact
+    std::string name;  // what the user calls this contact
     ContactState state = ContactState::pending_out;
-    std::int64_t added = 0;    // Unix ms
+    std::int64_t added = 0;      // Unix ms
     std::int64_t last_seen = 0;  // Unix ms, 0 = never
     bool operator==(const ContactRecord&) const = default;
 };
@@ -54,10 +56,10 @@ struct MessageRecord {
     UserId from;
     UserId to;
     std::string text;
-    std::int64_t ts = 0;       // sender's timestamp, Unix ms
+    std::int64_t ts = 0;  // sender's timestamp, Unix ms
     MessageState state = MessageState::queued;
-    bool outgoing = false;     // written by this user
-    std::int64_t seq = 0;      // local insertion order; set by the store
+    bool outgoing = false;  // written by this user
+    std::int64_t seq = 0;   // local insertion order; set by the store
     bool operator==(const MessageRecord&) const = default;
 };
 

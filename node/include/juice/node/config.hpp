@@ -1,0 +1,55 @@
+// Every knob of the daemon, with its default. juiced's flags fill this in;
+// tests and tools build it directly.
+#pragma once
+
+#include "juice/node/store.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace juice::node {
+
+struct Config {
+    // Where identity, database and node cache live:
+    // $XDG_DATA_HOME/juice, or ~/.local/share/juice.
+    std::filesystem::path data_dir = default_data_dir();
+    // The local API socket (see api::default_socket_path()).
+    std::filesystem::path api_socket;
+
+    // DHT
+    std::uint16_t dht_port = 0;          // UDP; 0 = any free port
+    std::uint64_t network = 0;           // OpenDHT network id; 0 = the public network
+    std::vector<std::string> bootstrap;  // "host:port"; empty + network 0 = default public bootstrap
+    bool lan_discovery = true;           // OpenDHT multicast peer discovery on the LAN
+
+    // Direct links
+    std::uint16_t link_port = 0;  // TCP listen port; 0 = any free port
+    // Listen address for links; "" = all interfaces. When set to a specific
+    // address, that address is the only host candidate we announce.
+    std::string link_bind;
+    std::chrono::milliseconds keepalive_interval{15000};
+    std::chrono::milliseconds keepalive_timeout{45000};
+    std::chrono::milliseconds dial_timeout{5000};
+    std::chrono::milliseconds reconnect_min{500};    // first retry after a failed dial
+    std::chrono::milliseconds reconnect_max{60000};  // backoff cap
+
+    // Storage
+    // normal: WAL without an fsync per commit; survives a crash of juiced
+    // (kill -9) and costs ~0.2 ms a commit here. full: an fsync per commit
+    // (~4 ms here), survives power loss too. See docs/DESIGN.md "Storage".
+    Store::Sync sync = Store::Sync::normal;
+
+    // Identity: the display name to use when none is stored yet.
+    std::string default_name;
+
+    static std::filesystem::path default_data_dir();
+};
+
+// The default public bootstrap node, used only when network == 0 and no
+// bootstrap was given.
+inline constexpr const char* k_default_bootstrap = "bootstrap.jami.net:4222";
+
+}  // namespace juice::node

@@ -1,0 +1,332 @@
+#include "harness.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace juice::test {
+
+namespace fs = std::filesystem;
+
+TempDir::TempDir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/juice-test-XXXXXX";
+    if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed: " + std::string(strerror(errno)));
+    m_path = tmpl;
+}
+
+TempDir::~TempDir() {
+    if (std::getenv("JUICE_KEEP_TEST_DIRS")) return;
+    std::error_code ec;
+    fs::remove_all(m_path, ec);
+}
+
+Process::Process(const std::string& exe, const std::vector<std::string>& args, const fs::path& log_file,
+                 const std::map<std::string, std::string>& env, bool stdin_pipe)
+    : m_log(log_file) {
+    int pipefd[2] = {-1, -1};
+    if (stdin_pipe && pipe2(pipefd, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+    int logfd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (logfd < 0) throw std::runtime_error("cannot open log " + log_file.string());
+
+    std::vector<std::string> argv_s{exe};
+    argv_s.insert(argv_s.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : argv_s) argv.push_back(a.data());
+    argv.push_back(nullptr);
+
+    m_pid = fork();
+    if (m_pid < 0) throw std::runtime_error("fork failed");
+    if (m_pid == 0) {
+        setpgid(0, 0);
+        int in = stdin_pipe ? pipefd[0] : ::open("/dev/null", O_RDONLY);
+        dup2(in, 0);
+        dup2(logfd, 1);
+        dup2(logfd, 2);
+        for (auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+        execvp(exe.c_str(), argv.data());
+        dprintf(2, "exec %s failed: %s\n", exe.c_str(), strerror(errno));
+        _exit(127);
+    }
+    ::close(logfd);
+    if (stdin_pipe) {
+        ::close(pipefd[0]);
+        m_stdin = pipefd[1];
+    }
+}
+
+Process::~Process() {
+    kill_now();
+    if (m_stdin >= 0) ::close(m_stdin);
+}
+
+bool Process::running() {
+    if (m_pid <= 0) return false;
+    if (m_status >= 0) return false;
+    int st = 0;
+    pid_t r = waitpid(m_pid, &st, WNOHANG);
+    if (r == m_pid) {
+        m_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        return false;
+    }
+    return true;
+}
+
+void Process::signal(int sig) {
+    if (running()) ::kill(m_pid, sig);
+}
+
+int Process::wait(std::chrono::milliseconds timeout) {
+    wait_until([&] { return !running(); }, timeout);
+    return running() ? -1 : m_status;
+}
+
+void Process::kill_now() {
+    if (running()) {
+        ::kill(m_pid, SIGKILL);
+        int st = 0;
+        waitpid(m_pid, &st, 0);
+        m_status = 128 + SIGKILL;
+    }
+}
+
+void Process::write_stdin(const std::string& text) {
+    if (m_stdin < 0) return;
+    const char* p = text.data();
+    std::size_t left = text.size();
+    while (left > 0) {
+        ssize_t n = ::write(m_stdin, p, left);
+        if (n <= 0) return;
+        p += n;
+        left -= static_cast<std::size_t>(n);
+    }
+}
+
+std::string Process::log() const {
+    std::ifstream in(m_log);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (true) {
+        if (pred()) return true;
+        if (std::chrono::steady_clock::now() >= deadline) return false;
+        std::this_thread::sleep_for(10ms);
+    }
+}
+
+static int free_port(int type) {
+    int fd = ::socket(AF_INET, type, 0);
+    if (fd < 0) throw std::runtime_error("socket failed");
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = 0;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+        ::close(fd);
+        throw std::runtime_error("bind failed");
+    }
+    socklen_t len = sizeof sa;
+    getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+    ::close(fd);
+    return ntohs(sa.sin_port);
+}
+
+int free_udp_port() {
+    return free_port(SOCK_DGRAM);
+}
+int free_tcp_port() {
+    return free_port(SOCK_STREAM);
+}
+
+std::uint64_t random_network_id() {
+    std::random_device rd;
+    // OpenDHT network ids are 32-bit on the wire; keep clear of 0 (public).
+    return 1000 + (static_cast<std::uint64_t>(rd()) % 1000000000u);
+}
+
+DhtBootstrap::DhtBootstrap(std::uint64_t network, const fs::path& dir) : m_network(network) {
+    // A stock dhtnode in console mode, stdin kept open so tests can type
+    // commands (e.g. "g KEY"); it exits when stdin closes.
+    for (int attempt = 0; attempt < 5; ++attempt) {
+        m_port = free_udp_port();
+        auto log = dir / ("dhtnode-" + std::to_string(m_port) + ".log");
+        m_proc = std::make_unique<Process>(
+            "dhtnode", std::vector<std::string>{"-n", std::to_string(network), "-p", std::to_string(m_port)},
+            log, std::map<std::string, std::string>{}, true);
+        bool up = wait_until(
+            [&] { return m_proc->log().find("running on port") != std::string::npos || !m_proc->running(); },
+            10s);
+        if (up && m_proc->running()) return;
+        m_proc.reset();
+    }
+    throw std::runtime_error("could not start dhtnode (is the dhtnode package installed?)");
+}
+
+DhtBootstrap::~DhtBootstrap() {
+    if (m_proc) {
+        m_proc->write_stdin("q\n");
+        m_proc->wait(2s);
+    }
+}
+
+}  // namespace juice::test
+
+namespace juice::test {
+
+std::string juiced_path() {
+    if (const char* p = std::getenv("JUICED"); p && *p) return p;
+#ifdef JUICED_PATH
+    return JUICED_PATH;
+#else
+    return "juiced";
+#endif
+}
+
+Juiced::Juiced(std::string name, const fs::path& root, const DhtBootstrap& bootstrap,
+               std::vector<std::string> extra_args)
+    : m_name(std::move(name)),
+      m_dir(root / m_name),
+      m_bootstrap(bootstrap.address()),
+      m_network(bootstrap.network()),
+      m_extra(std::move(extra_args)) {
+    fs::create_directories(m_dir);
+}
+
+Juiced::~Juiced() {
+    m_client.reset();
+    if (m_proc && m_proc->running()) {
+        m_proc->signal(SIGTERM);
+        m_proc->wait(5s);
+    }
+}
+
+bool Juiced::start(std::chrono::milliseconds timeout) {
+    m_client.reset();
+    std::vector<std::string> args{"--data-dir",
+                                  m_dir.string(),
+                                  "--api-socket",
+                                  socket().string(),
+                                  "--network",
+                                  std::to_string(m_network),
+                                  "--bootstrap",
+                                  m_bootstrap,
+                                  "--no-lan-discovery",
+                                  "--link-bind",
+                                  "127.0.0.1",
+                                  "--key-bits",
+                                  "2048",
+                                  "--no-passphrase",
+                                  "--name",
+                                  m_name,
+                                  "--log-level",
+                                  "debug"};
+    args.insert(args.end(), m_extra.begin(), m_extra.end());
+    ++m_starts;
+    m_proc = std::make_unique<Process>(juiced_path(), args, m_dir / "juiced.log");
+    bool up = wait_until(
+        [&] {
+            if (!m_proc->running()) return true;
+            auto c = node::api::ApiClient::connect(socket(), 200ms);
+            if (!c) return false;
+            auto r = c->call("identity.get", nlohmann::json::object(), 2s);
+            if (!r || !r->ok()) return false;
+            m_id = r->result.at("id").get<std::string>();
+            m_client = std::make_unique<node::api::ApiClient>(std::move(*c));
+            return true;
+        },
+        timeout);
+    if (!up || !m_proc->running() || !m_client) {
+        error = "juiced " + m_name + " did not come up; log:\n" + log();
+        return false;
+    }
+    return true;
+}
+
+int Juiced::stop(std::chrono::milliseconds timeout) {
+    if (!m_proc || !m_proc->running()) return m_proc ? m_proc->wait(0ms) : 0;
+    if (m_client) (void)m_client->call("daemon.shutdown", nlohmann::json::object(), 5s);
+    m_client.reset();
+    int code = m_proc->wait(timeout);
+    if (code < 0) {
+        m_proc->kill_now();
+        return -1;
+    }
+    return code;
+}
+
+void Juiced::kill9() {
+    m_client.reset();
+    if (m_proc) m_proc->kill_now();
+}
+
+node::api::ApiClient Juiced::client() const {
+    auto c = node::api::ApiClient::connect(socket(), 2s);
+    if (!c) throw std::runtime_error("cannot connect to " + m_name + ": " + c.error().what());
+    return std::move(*c);
+}
+
+nlohmann::json Juiced::call(const std::string& method, const nlohmann::json& params) {
+    if (!m_client) throw std::runtime_error(m_name + " is not running");
+    auto r = m_client->call(method, params, 30s);
+    if (!r) throw std::runtime_error(m_name + " " + method + ": " + r.error().what());
+    if (!r->ok())
+        throw std::runtime_error(m_name + " " + method + ": " + r->error->message + " (" + r->error->reason +
+                                 ")");
+    return r->result;
+}
+
+std::string Juiced::log() const {
+    std::ifstream in(m_dir / "juiced.log");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+EventWatcher::EventWatcher(const Juiced& daemon, const std::vector<std::string>& types)
+    : m_client(daemon.client()) {
+    nlohmann::json params = nlohmann::json::object();
+    if (!types.empty()) params["types"] = types;
+    auto r = m_client.call("events.subscribe", params, 5s);
+    if (!r || !r->ok()) throw std::runtime_error("events.subscribe failed on " + daemon.name());
+}
+
+std::optional<nlohmann::json> EventWatcher::wait_for(const std::function<bool(const nlohmann::json&)>& pred,
+                                                     std::chrono::milliseconds timeout) {
+    // Each event satisfies at most one wait, in arrival order; events that
+    // matched nothing yet stay available to later waits.
+    for (std::size_t i = 0; i < m_seen.size(); ++i)
+        if (!m_used[i] && pred(m_seen[i])) {
+            m_used[i] = true;
+            return m_seen[i];
+        }
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (true) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                          std::chrono::steady_clock::now());
+        if (left.count() <= 0) return std::nullopt;
+        auto ev = m_client.next_event(left);
+        if (!ev || !ev->has_value()) return std::nullopt;
+        m_seen.push_back(**ev);
+        bool hit = pred(m_seen.back());
+        m_used.push_back(hit);
+        if (hit) return m_seen.back();
+    }
+}
+
+}  // namespace juice::test
