@@ -491,8 +491,8 @@ int cmd_add(Ctx& ctx, const std::string& target, const std::string& name, const 
     if (state == "mutual")
         fmt::print("{} ({}) is now a contact\n", name.empty() ? short_id(id) : clean(name), id);
     else
-        fmt::print("contact request sent to {} ({}); state: {}\n", name.empty() ? short_id(id) : clean(name),
-                   id, state);
+        fmt::print("added {} ({}); state: {} (you link up once they add you too)\n",
+                   name.empty() ? short_id(id) : clean(name), id, state);
     return k_exit_ok;
 }
 

@@ -11,6 +11,7 @@
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 #include <CLI/CLI.hpp>
@@ -198,6 +199,9 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
         ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
+    // Everything juiced writes (key, database, node cache, socket) is the
+    // user's private data.
+    umask(077);
 
     auto logger = spdlog::stderr_color_mt("juiced");
     spdlog::set_default_logger(logger);

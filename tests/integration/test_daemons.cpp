@@ -4,7 +4,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <signal.h>
+
 #include <algorithm>
+#include <fstream>
 
 using namespace juice::test;
 using json = nlohmann::json;
@@ -151,4 +154,57 @@ TEST_CASE("a link from a non-contact is refused", "[daemon]") {
     target.call("contacts.add", {{"id", stranger.id()}});
     REQUIRE(es.wait_for(link_of(target.id(), true), 20s));
     CHECK(contact_entry(target, stranger.id())["state"] == "mutual");
+}
+
+TEST_CASE("juiced refuses bad passphrases and damaged keys without touching them", "[daemon][identity]") {
+    TempDir dir;
+    auto data = dir.path() / "data";
+    std::vector<std::string> base{
+        "--data-dir",         data.string(), "--api-socket", (dir.path() / "s.sock").string(),
+        "--network",          "9",           "--bootstrap",  "127.0.0.1:9",
+        "--no-lan-discovery", "--key-bits",  "2048"};
+    auto run = [&](std::vector<std::string> extra, const std::string& tag) {
+        auto args = base;
+        args.insert(args.end(), extra.begin(), extra.end());
+        auto p = std::make_unique<Process>(juiced_path(), args, dir.path() / (tag + ".log"));
+        return p;
+    };
+    // No passphrase source and no terminal: refuse, create nothing.
+    auto p1 = run({}, "nopass");
+    CHECK(p1->wait(20s) == 3);
+    CHECK(p1->log().find("--passphrase-file") != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(data / "identity.key"));
+
+    // Create an encrypted identity, then stop it cleanly.
+    {
+        std::ofstream(dir.path() / "good") << "correct horse\n";
+        auto p2 = run({"--passphrase-file", (dir.path() / "good").string()}, "create");
+        REQUIRE(wait_until(
+            [&] { return juice::node::api::ApiClient::connect(dir.path() / "s.sock", 100ms).ok(); }, 30s));
+        p2->signal(SIGTERM);
+        CHECK(p2->wait(10s) == 0);
+    }
+    auto key = data / "identity.key";
+    REQUIRE(std::filesystem::exists(key));
+    CHECK((std::filesystem::status(key).permissions() & std::filesystem::perms::all) ==
+          (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write));
+    auto read = [](const std::filesystem::path& f) {
+        std::ifstream in(f, std::ios::binary);
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    auto original = read(key);
+
+    // Wrong passphrase: exit 3, a clear message, the key unchanged.
+    std::ofstream(dir.path() / "bad") << "wrong\n";
+    auto p3 = run({"--passphrase-file", (dir.path() / "bad").string()}, "wrong");
+    CHECK(p3->wait(20s) == 3);
+    CHECK(p3->log().find("passphrase is wrong") != std::string::npos);
+    CHECK(read(key) == original);
+
+    // A truncated key file: exit 3, no crash, the file left as it is.
+    std::ofstream(key, std::ios::binary | std::ios::trunc) << original.substr(0, 200);
+    auto p4 = run({"--passphrase-file", (dir.path() / "good").string()}, "damaged");
+    CHECK(p4->wait(20s) == 3);
+    CHECK(p4->log().find("damaged") != std::string::npos);
+    CHECK(read(key) == original.substr(0, 200));
 }

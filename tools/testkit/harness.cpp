@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -233,9 +234,9 @@ bool Juiced::start(std::chrono::milliseconds timeout) {
                                   "2048",
                                   "--no-passphrase",
                                   "--name",
-                                  m_name,
-                                  "--log-level",
-                                  "debug"};
+                                  m_name};
+    if (std::find(m_extra.begin(), m_extra.end(), "--log-level") == m_extra.end())
+        args.insert(args.end(), {"--log-level", "debug"});
     args.insert(args.end(), m_extra.begin(), m_extra.end());
     ++m_starts;
     m_proc = std::make_unique<Process>(juiced_path(), args, m_dir / "juiced.log");
