@@ -28,6 +28,8 @@
 // array header may claim 2^32 elements in 5 bytes).
 #include "juice/node/frame.hpp"
 
+#include "juice/crypto/text.hpp"
+
 #include <msgpack.hpp>
 
 #include <algorithm>
@@ -64,39 +66,6 @@ public:
 
 Error malformed(const std::string& what) {
     return make_error(frame_errc::malformed, "malformed frame: " + what);
-}
-
-bool valid_utf8(std::string_view s) {
-    for (std::size_t i = 0; i < s.size();) {
-        auto c = static_cast<unsigned char>(s[i]);
-        std::size_t len;
-        std::uint32_t cp;
-        if (c < 0x80) {
-            ++i;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            len = 2;
-            cp = c & 0x1f;
-        } else if ((c & 0xf0) == 0xe0) {
-            len = 3;
-            cp = c & 0x0f;
-        } else if ((c & 0xf8) == 0xf0) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (i + len > s.size()) return false;
-        for (std::size_t k = 1; k < len; ++k) {
-            auto cc = static_cast<unsigned char>(s[i + k]);
-            if ((cc & 0xc0) != 0x80) return false;
-            cp = cp << 6 | (cc & 0x3f);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) return false;
-        if ((cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) return false;
-        i += len;
-    }
-    return true;
 }
 
 // ---- encoding ----------------------------------------------------------------

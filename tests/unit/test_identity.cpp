@@ -3,6 +3,8 @@
 
 #include <opendht/crypto.h>
 #include <sys/stat.h>
+#include "identities.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -16,15 +18,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Key generation is slow: make the test identities once per process.
-const Identity& alice() {
-    static const Identity id = *Identity::generate(2048, "Alice");
-    return id;
-}
-const Identity& bob() {
-    static const Identity id = *Identity::generate(2048, "Bob");
-    return id;
-}
+using test::alice;
+using test::bob;
 
 struct TempDir {
     fs::path path;

@@ -1,6 +1,8 @@
 #include "juice/crypto/errors.hpp"
 #include "juice/crypto/tls.hpp"
 
+#include "identities.hpp"
+
 #include <catch2/catch.hpp>
 
 using namespace juice;
@@ -10,20 +12,9 @@ using Role = TlsEngine::Role;
 
 namespace {
 
-// Key generation is slow: make the test identities once per process.
-const Identity& alice() {
-    static const Identity id = *Identity::generate(2048, "Alice");
-    return id;
-}
-const Identity& bob() {
-    static const Identity id = *Identity::generate(2048, "Bob");
-    return id;
-}
-// Same name as Bob, different key: must never pass as Bob.
-const Identity& fake_bob() {
-    static const Identity id = *Identity::generate(2048, "Bob");
-    return id;
-}
+using test::alice;
+using test::bob;
+using test::fake_bob;
 
 auto accept_only(UserId id) {
     return [id](const UserId& peer) { return peer == id; };
