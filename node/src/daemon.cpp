@@ -294,64 +294,56 @@ struct Daemon::Impl {
         dial(p);
     }
 
-    // A self-referencing closure (a retry chain) must not destroy itself
-    // while it runs: drop the reference from the loop, after it returned.
-    void release(const std::shared_ptr<std::function<void()>>& fn) {
-        asio::post(io, [fn] { *fn = nullptr; });
-    }
+    // One outgoing connection attempt: the peer's candidates, tried in order.
+    struct DialAttempt {
+        UserId peer;
+        std::vector<dht::Candidate> cands;
+        std::size_t next = 0;
+        asio::ip::tcp::socket sock;
+        asio::steady_timer timer;
+    };
 
     void dial(Peer& p) {
-        struct Attempt {
-            asio::ip::tcp::socket sock;
-            asio::steady_timer timer;
-            std::vector<dht::Candidate> cands;
-            std::size_t next = 0;
-        };
-        auto at = std::make_shared<Attempt>(
-            Attempt{asio::ip::tcp::socket(io), asio::steady_timer(io), p.record->addrs, 0});
-        UserId id = p.contact.id;
-        auto try_next = std::make_shared<std::function<void()>>();
-        *try_next = [this, at, id, try_next]() {
-            auto it = peers.find(id);
-            if (stopping || it == peers.end() || it->second.link) {
-                if (it != peers.end()) it->second.connecting = false;
-                release(try_next);
-                return;
-            }
-            if (at->next >= at->cands.size()) {
-                it->second.connecting = false;
-                release(try_next);
-                dial_failed(it->second, "no candidate address answered");
-                return;
-            }
-            const auto& c = at->cands[at->next++];
-            std::error_code ec;
-            auto addr = asio::ip::make_address(c.ip, ec);
-            if (ec) return (*try_next)();
-            std::error_code ignore;
-            at->sock.close(ignore);
-            at->timer.expires_after(cfg.dial_timeout);
-            at->timer.async_wait([at](std::error_code e) {
-                std::error_code ignore2;
-                if (!e) at->sock.close(ignore2);
-            });
-            at->sock.async_connect(
-                asio::ip::tcp::endpoint(addr, c.port), [this, at, id, try_next](std::error_code e) {
-                    at->timer.cancel();
-                    if (e) return (*try_next)();
-                    release(try_next);
-                    auto pit = peers.find(id);
-                    if (pit != peers.end()) pit->second.connecting = false;
-                    if (stopping || pit == peers.end() || pit->second.link) return;
-                    auto link = std::make_shared<Link>(std::move(at->sock), crypto::TlsEngine::Role::client,
-                                                       identity, id, nullptr, timeouts(), link_callbacks());
-                    pit->second.dialing = link;
-                    link->start();
-                });
-        };
-        spdlog::debug("dialling {} ({} candidates)", id.hex().substr(0, 8), at->cands.size());
+        auto at = std::make_shared<DialAttempt>(
+            DialAttempt{p.contact.id, p.record->addrs, 0, asio::ip::tcp::socket(io), asio::steady_timer(io)});
+        spdlog::debug("dialling {} ({} candidates)", p.contact.id.hex().substr(0, 8), at->cands.size());
         p.connecting = true;
-        (*try_next)();
+        try_candidate(at);
+    }
+
+    void try_candidate(const std::shared_ptr<DialAttempt>& at) {
+        auto it = peers.find(at->peer);
+        if (it == peers.end()) return;  // removed meanwhile
+        Peer& p = it->second;
+        if (stopping || p.link) {
+            p.connecting = false;
+            return;
+        }
+        if (at->next >= at->cands.size()) {
+            p.connecting = false;
+            return dial_failed(p, "no candidate address answered");
+        }
+        const auto& c = at->cands[at->next++];
+        std::error_code ec;
+        auto addr = asio::ip::make_address(c.ip, ec);
+        if (ec) return try_candidate(at);
+        at->sock.close(ec);
+        at->timer.expires_after(cfg.dial_timeout);
+        at->timer.async_wait([at](std::error_code e) {
+            if (!e) at->sock.close(e);
+        });
+        at->sock.async_connect(asio::ip::tcp::endpoint(addr, c.port), [this, at](std::error_code e) {
+            at->timer.cancel();
+            if (e) return try_candidate(at);
+            auto pit = peers.find(at->peer);
+            if (pit == peers.end()) return;
+            pit->second.connecting = false;
+            if (stopping || pit->second.link) return;
+            auto link = std::make_shared<Link>(std::move(at->sock), crypto::TlsEngine::Role::client, identity,
+                                               at->peer, nullptr, timeouts(), link_callbacks());
+            pit->second.dialing = link;
+            link->start();
+        });
     }
 
     void dial_failed(Peer& p, const std::string& why) {
