@@ -15,13 +15,17 @@
 #include "link.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <spdlog/spdlog.h>
 #include <asio.hpp>
 
+#include <cstring>
 #include <map>
 #include <random>
 #include <set>
@@ -138,6 +142,7 @@ struct Daemon::Impl {
     unsigned state_ticks = 0;
     static constexpr unsigned k_republish_ticks = 120;  // seconds between fresh records
     bool stopping = false;
+    int lock_fd = -1;  // flock on data_dir/juiced.lock, held for the daemon's life
     std::vector<std::shared_ptr<Link>> closing_links;  // byes in flight at shutdown
     steady_clock::time_point shutdown_deadline;
     asio::steady_timer shutdown_timer{io};
@@ -147,6 +152,7 @@ struct Daemon::Impl {
     // ---- start-up -------------------------------------------------------
 
     Result<void> start() {
+        if (auto r = lock_data_dir(); !r) return r;
         auto st = Store::open(cfg.data_dir / "juice.db", cfg.sync);
         if (!st) return st.error();
         store = std::move(*st);
@@ -183,6 +189,30 @@ struct Daemon::Impl {
         });
         spdlog::info("juiced {} up: id {} links on tcp port {}, dht on udp port {}, api at {}", k_version,
                      self.hex(), link_port, dht->info().port, aopt.socket_path.string());
+        return {};
+    }
+
+    // One daemon per data directory: two would share the database and the
+    // identity's presence record. The lock goes away with the process, so a
+    // crash never leaves a stale lock behind.
+    Result<void> lock_data_dir() {
+        std::error_code ec;
+        std::filesystem::create_directories(cfg.data_dir, ec);
+        auto path = cfg.data_dir / "juiced.lock";
+        lock_fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (lock_fd < 0)
+            return make_error(std::errc::io_error,
+                              "cannot open " + path.string() + ": " + std::strerror(errno));
+        if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+            char pid[32] = {};
+            (void)!::pread(lock_fd, pid, sizeof pid - 1, 0);
+            return make_error(std::errc::resource_unavailable_try_again,
+                              "another juiced (pid " + std::string(pid) + ") is already using " +
+                                  cfg.data_dir.string() + "; stop it first, or use another --data-dir");
+        }
+        auto me = std::to_string(::getpid());
+        (void)!::ftruncate(lock_fd, 0);
+        (void)!::pwrite(lock_fd, me.data(), me.size(), 0);
         return {};
     }
 
@@ -935,6 +965,7 @@ Daemon::Daemon(Config config, crypto::Identity identity)
 
 Daemon::~Daemon() {
     if (m_impl->dht) m_impl->dht->stop();
+    if (m_impl->lock_fd >= 0) ::close(m_impl->lock_fd);
 }
 
 Result<void> Daemon::start() {

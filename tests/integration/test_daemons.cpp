@@ -208,3 +208,21 @@ TEST_CASE("juiced refuses bad passphrases and damaged keys without touching them
     CHECK(p4->log().find("damaged") != std::string::npos);
     CHECK(read(key) == original.substr(0, 200));
 }
+
+TEST_CASE("a second juiced on the same data dir refuses to start", "[daemon]") {
+    TempDir dir;
+    DhtBootstrap boot(random_network_id(), dir.path());
+    Juiced first("solo", dir.path(), boot);
+    REQUIRE(first.start());
+    // Same data dir, another API socket: the database must not be shared.
+    Process second(juiced_path(),
+                   {"--data-dir", first.data_dir().string(), "--api-socket",
+                    (dir.path() / "other.sock").string(), "--network", std::to_string(boot.network()),
+                    "--bootstrap", boot.address(), "--no-lan-discovery", "--no-passphrase"},
+                   dir.path() / "second.log");
+    CHECK(second.wait(20s) == 1);
+    CHECK(second.log().find("already using") != std::string::npos);
+    // The first one is unharmed.
+    CHECK(first.call("identity.get")["id"] == first.id());
+    CHECK(first.stop() == 0);
+}
