@@ -318,8 +318,8 @@ void save_node_cache(const fs::path& path, std::vector<odht::NodeExport> nodes) 
     }
 }
 
-// "ip" (port unknown), "ip:port" or "[v6]:port".
-std::string format_addr(const odht::SockAddr& a) {
+// The textual IP of an address (v4 or v6), without the port.
+std::string format_ip(const odht::SockAddr& a) {
     char buf[INET6_ADDRSTRLEN] = {};
     if (a.getFamily() == AF_INET) {
         inet_ntop(AF_INET, &a.getIPv4().sin_addr, buf, sizeof buf);
@@ -328,9 +328,7 @@ std::string format_addr(const odht::SockAddr& a) {
     } else {
         return {};
     }
-    std::string ip = buf;
-    if (a.getPort() == 0) return ip;
-    return (a.getFamily() == AF_INET6 ? "[" + ip + "]" : ip) + ":" + std::to_string(a.getPort());
+    return buf;
 }
 
 bool owned_by(const odht::Value& v, const UserId& user) {
@@ -678,7 +676,7 @@ DhtInfo DhtNode::info() const {
         // Most-reported first. OpenDHT 2.4.12 peers report only the IP (the
         // "sa" field carries no port), so this is normally a bare IP.
         auto pub = d.runner->getPublicAddress();
-        if (!pub.empty()) info.public_addr = format_addr(pub.front());
+        if (!pub.empty()) info.public_addr = format_ip(pub.front());
     } catch (const std::exception& e) {
         d.log->warn("reading DHT state failed: {}", e.what());
     }

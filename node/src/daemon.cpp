@@ -80,17 +80,6 @@ std::vector<dht::Candidate> host_candidates(std::uint16_t port) {
     return out;
 }
 
-std::string public_ip_of(const std::string& addr) {
-    // "1.2.3.4:5678" or "[::1]:5678" -> the ip part.
-    if (addr.empty()) return {};
-    if (addr.front() == '[') {
-        auto end = addr.find(']');
-        return end == std::string::npos ? std::string{} : addr.substr(1, end - 1);
-    }
-    auto colon = addr.rfind(':');
-    return colon == std::string::npos ? addr : addr.substr(0, colon);
-}
-
 }  // namespace
 
 struct Peer {
@@ -575,7 +564,8 @@ struct Daemon::Impl {
                 r.addrs.push_back({bound.to_string(), link_port, "host"});
             } else {
                 r.addrs = host_candidates(link_port);
-                auto pub = public_ip_of(dht->info().public_addr);
+                // OpenDHT reports the bare IP other nodes see (no port).
+                auto pub = dht->info().public_addr;
                 if (!pub.empty()) r.addrs.push_back({pub, link_port, "public"});
             }
             if (r.addrs.size() > 16) r.addrs.resize(16);

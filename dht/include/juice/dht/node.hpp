@@ -37,7 +37,7 @@ struct DhtInfo {
     std::size_t nodes = 0;  // good nodes in the routing tables (v4 + v6)
     std::uint64_t network = 0;
     std::uint16_t port = 0;   // bound UDP port
-    std::string public_addr;  // as reported by other nodes, "" if unknown
+    std::string public_addr;  // our IP as other nodes see it (no port), "" if unknown
 };
 
 class DhtNode {
