@@ -24,6 +24,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -32,6 +33,8 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
+#include <unordered_set>
 
 namespace juice::dht {
 
@@ -338,6 +341,92 @@ bool owned_by(const odht::Value& v, const UserId& user) {
            std::memcmp(owner.data(), user.bytes.data(), owner.size()) == 0;
 }
 
+UserId user_id_of(const odht::InfoHash& h) {
+    UserId u;
+    std::memcpy(u.bytes.data(), h.data(), u.bytes.size());
+    return u;
+}
+
+odht::InfoHash info_hash_of(const UserId& u) {
+    odht::InfoHash h;
+    std::memcpy(h.data(), u.bytes.data(), u.bytes.size());
+    return h;
+}
+
+// Public keys of other users, learned from what they signed. Shared with the
+// DHT thread (listen callbacks), hence the mutex. Bounded: strangers can make
+// us learn keys (by writing to our inbox), so the oldest entries go first.
+class KeyCache {
+public:
+    using Key = std::shared_ptr<const odht::crypto::PublicKey>;
+    static constexpr std::size_t k_max_keys = 4096;
+
+    // Returns true if the key was not known before.
+    bool put(const UserId& user, Key key) {
+        if (!key) return false;
+        std::lock_guard lk(m_mtx);
+        auto [it, fresh] = m_keys.try_emplace(user, std::move(key));
+        if (!fresh) return false;
+        m_order.push_back(user);
+        if (m_order.size() > k_max_keys) {
+            m_keys.erase(m_order.front());
+            m_order.pop_front();
+        }
+        return true;
+    }
+    Key get(const UserId& user) const {
+        std::lock_guard lk(m_mtx);
+        auto it = m_keys.find(user);
+        return it == m_keys.end() ? Key{} : it->second;
+    }
+
+private:
+    mutable std::mutex m_mtx;
+    std::map<UserId, Key> m_keys;
+    std::deque<UserId> m_order;
+};
+
+Bytes der_of(const odht::crypto::PublicKey& key) {
+    odht::Blob b;
+    key.pack(b);
+    return Bytes(b.begin(), b.end());
+}
+
+// Learns `key` for its owner and tells the daemon when it is new.
+void learn_key(const std::shared_ptr<KeyCache>& cache, const DhtNode::Post& post,
+               const std::function<void(const UserId&, const Bytes&)>& on_key, KeyCache::Key key) {
+    if (!key) return;
+    auto user = user_id_of(key->getId());
+    if (!cache->put(user, key) || !on_key) return;
+    post_safe(post, [on_key, user, der = der_of(*key)] { on_key(user, der); });
+}
+
+// Our inbox listen: which values were already handled (a re-put or a
+// re-announce of a value must not be decrypted again), bounded.
+struct InboxState {
+    std::mutex mtx;
+    bool active = true;
+    std::function<void(const UserId&, Bytes)> on_item;
+    std::unordered_set<std::uint64_t> seen;
+    std::deque<std::uint64_t> order;
+    static constexpr std::size_t k_max_seen = 16384;
+
+    // Returns false if this value was seen already.
+    bool first_sight(odht::Value::Id id, const odht::Blob& data) {
+        auto fp = std::hash<std::string_view>{}(
+                      std::string_view(reinterpret_cast<const char*>(data.data()), data.size())) ^
+                  (id * 0x9e3779b97f4a7c15ULL);
+        std::lock_guard lk(mtx);
+        if (!seen.insert(fp).second) return false;
+        order.push_back(fp);
+        if (order.size() > k_max_seen) {
+            seen.erase(order.front());
+            order.pop_front();
+        }
+        return true;
+    }
+};
+
 }  // namespace
 
 struct DhtNode::Impl {
@@ -352,12 +441,17 @@ struct DhtNode::Impl {
     std::uint16_t port = 0;
     std::uint64_t next_token = 1;
     std::map<std::uint64_t, WatchEntry> watches;
+    std::shared_ptr<const odht::crypto::PrivateKey> private_key;
+    std::shared_ptr<KeyCache> keys = std::make_shared<KeyCache>();
+    std::shared_ptr<InboxState> inbox;
+    std::optional<std::shared_future<std::size_t>> inbox_token;
 
     Result<void> start(const crypto::Identity* identity);
     // `run_threw` tells a failure of DhtRunner::run (e.g. LAN discovery could
     // not start) from a bind failure.
     Result<void> run_runner(const odht::crypto::Identity& id, bool lan, bool& run_threw);
     void listen(WatchEntry& w);
+    void listen_inbox();
     void stop(std::optional<PresenceRecord> final_record, std::chrono::milliseconds timeout);
 };
 
@@ -420,6 +514,7 @@ Result<void> DhtNode::Impl::run_runner(const odht::crypto::Identity& id, bool la
     try {
         runner->run(config, std::move(ctx));
         runner->registerType(odht::ValueType(k_presence_type_id, "juice.presence", k_presence_lifetime));
+        runner->registerType(odht::ValueType(k_inbox_type_id, "juice.inbox", k_inbox_lifetime));
     } catch (const std::exception& e) {
         try {
             runner->join();
@@ -451,8 +546,10 @@ Result<void> DhtNode::Impl::start(const crypto::Identity* identity) {
                               std::string("the identity could not be loaded into the DHT: ") + e.what());
         }
         self = identity->id();
+        private_key = id.first;
     } else {
         self.reset();
+        private_key.reset();
     }
     has_identity = identity != nullptr;
     // Before run(): the status callback may fire as soon as the DHT thread runs.
@@ -495,6 +592,7 @@ Result<void> DhtNode::Impl::start(const crypto::Identity* identity) {
             runner->bootstrap(hp->first, hp->second);
         }
         for (auto& [token, w] : watches) listen(w);
+        if (inbox) listen_inbox();
     } catch (const std::exception& e) {
         log->error("DHT bootstrap failed: {}", e.what());
     }
@@ -513,7 +611,8 @@ void DhtNode::Impl::listen(WatchEntry& w) {
     // the record only arrived ~9 s later, once the publisher found us
     // directly); and a remote filter would prove nothing anyway.
     auto filter = [user](const odht::Value& v) { return v.type == k_presence_type_id && owned_by(v, user); };
-    auto cb = [post, state, user](const std::vector<std::shared_ptr<odht::Value>>& values, bool expired) {
+    auto cb = [post, state, user, keys = keys, on_key = opts.on_key](
+                  const std::vector<std::shared_ptr<odht::Value>>& values, bool expired) {
         // DHT thread, runner lock held: copy, decode, post. Never block here.
         for (const auto& v : values) {
             try {
@@ -522,6 +621,7 @@ void DhtNode::Impl::listen(WatchEntry& w) {
                     post_safe(post, [state, id = v->id] { state->value_expired(id); });
                     continue;
                 }
+                learn_key(keys, post, on_key, v->owner);
                 auto rec = decode_presence(v->data);
                 if (!rec) {
                     dht_logger()->debug("ignoring presence value of {}: {}", user.hex(), rec.error().what());
@@ -538,6 +638,61 @@ void DhtNode::Impl::listen(WatchEntry& w) {
         w.token = runner->listen(w.key, odht::ValueCallback(std::move(cb)), std::move(filter)).share();
     } catch (const std::exception& e) {
         log->error("could not watch presence of {}: {}", user.hex(), e.what());
+    }
+}
+
+void DhtNode::Impl::listen_inbox() {
+    if (!self || !private_key) return;
+    auto post = opts.post;
+    // Decryption (an RSA private-key operation) runs on the loop, not on the
+    // DHT thread, which must never be held up.
+    auto process = [state = inbox, key = private_key, keys = keys, post, on_key = opts.on_key](
+                       odht::Value::Id id, const odht::Blob& data) {
+        {
+            std::lock_guard lk(state->mtx);
+            if (!state->active) return;
+        }
+        std::shared_ptr<odht::Value> inner;
+        try {
+            odht::Value sealed;
+            sealed.id = id;
+            sealed.cypher = data;
+            inner = sealed.decrypt(*key);  // checks recipient and signature
+        } catch (const std::exception& e) {
+            dht_logger()->debug("ignoring an inbox value that does not open: {}", e.what());
+            return;
+        }
+        if (!inner || inner->type != k_inbox_type_id || !inner->owner) {
+            dht_logger()->debug("ignoring an inbox value of another type");
+            return;
+        }
+        learn_key(keys, post, on_key, inner->owner);
+        std::function<void(const UserId&, Bytes)> cb;
+        {
+            std::lock_guard lk(state->mtx);
+            if (!state->active) return;
+            cb = state->on_item;
+        }
+        if (cb) cb(user_id_of(inner->owner->getId()), Bytes(inner->data.begin(), inner->data.end()));
+    };
+    auto cb = [post, state = inbox, process](const std::vector<std::shared_ptr<odht::Value>>& values,
+                                             bool expired) {
+        // DHT thread, runner lock held: cheap checks, copy, post.
+        if (expired) return true;
+        for (const auto& v : values) {
+            if (!v || v->type != k_inbox_type_id || v->data.empty() || v->data.size() > 64 * 1024) continue;
+            if (!state->first_sight(v->id, v->data)) continue;
+            post_safe(post, [process, id = v->id, data = v->data] { process(id, data); });
+        }
+        return true;
+    };
+    try {
+        inbox_token = runner
+                          ->listen(odht::InfoHash::get(inbox_key_name(*self)), odht::ValueCallback(std::move(cb)),
+                                   [](const odht::Value& v) { return v.type == k_inbox_type_id; })
+                          .share();
+    } catch (const std::exception& e) {
+        log->error("could not listen to our inbox: {}", e.what());
     }
 }
 
@@ -576,6 +731,7 @@ void DhtNode::Impl::stop(std::optional<PresenceRecord> final_record, std::chrono
     }
     runner.reset();
     for (auto& [token, w] : watches) w.token.reset();
+    inbox_token.reset();
     status->v4 = odht::NodeStatus::Disconnected;
     status->v6 = odht::NodeStatus::Disconnected;
     log->info("DHT node stopped");
@@ -646,6 +802,108 @@ void DhtNode::unwatch(std::uint64_t token) {
         }
     }
     d.watches.erase(it);
+}
+
+bool DhtNode::remember_key(const UserId& user, std::span<const std::uint8_t> der) {
+    try {
+        auto key = std::make_shared<const odht::crypto::PublicKey>(der.data(), der.size());
+        if (user_id_of(key->getId()) != user) return false;
+        m_impl->keys->put(user, std::move(key));
+        return true;
+    } catch (const std::exception& e) {
+        m_impl->log->warn("ignoring a stored public key of {}: {}", user.hex(), e.what());
+        return false;
+    }
+}
+
+bool DhtNode::knows_key(const UserId& user) const {
+    return static_cast<bool>(m_impl->keys->get(user));
+}
+
+void DhtNode::find_key(const UserId& user, std::function<void(bool found)> done) {
+    auto& d = *m_impl;
+    auto post = d.opts.post;
+    if (d.keys->get(user)) {
+        post_safe(post, [done] { done(true); });
+        return;
+    }
+    if (!d.running) {
+        post_safe(post, [done] { done(false); });
+        return;
+    }
+    try {
+        d.runner->findCertificate(
+            info_hash_of(user),
+            [post, done, user, keys = d.keys,
+             on_key = d.opts.on_key](const std::shared_ptr<odht::crypto::Certificate>& cert) {
+                // DHT thread. OpenDHT checked that the certificate's id is `user`.
+                bool found = false;
+                try {
+                    if (cert && cert->getId() == info_hash_of(user)) {
+                        learn_key(keys, post, on_key,
+                                  std::make_shared<const odht::crypto::PublicKey>(cert->getPublicKey()));
+                        found = true;
+                    }
+                } catch (const std::exception& e) {
+                    dht_logger()->debug("ignoring a certificate for {}: {}", user.hex(), e.what());
+                }
+                post_safe(post, [done, found] { done(found); });
+            });
+    } catch (const std::exception& e) {
+        d.log->warn("looking up the key of {} failed: {}", user.hex(), e.what());
+        post_safe(post, [done] { done(false); });
+    }
+}
+
+Result<SealedValue> DhtNode::seal_inbox(const UserId& to, std::span<const std::uint8_t> payload) {
+    auto& d = *m_impl;
+    if (payload.size() > k_max_inbox_payload)
+        return make_error(errc::too_large, "an inbox payload of " + std::to_string(payload.size()) +
+                                               " bytes is over the limit of " +
+                                               std::to_string(k_max_inbox_payload));
+    if (!d.private_key) return make_error(errc::not_running, "no identity to sign inbox values with");
+    auto key = d.keys->get(to);
+    if (!key) return make_error(errc::no_key, "the public key of " + to.hex() + " is not known yet");
+    try {
+        static thread_local std::mt19937_64 rng{std::random_device{}()};
+        odht::Value inner(k_inbox_type_id, odht::Blob(payload.begin(), payload.end()),
+                          std::uniform_int_distribution<odht::Value::Id>(1)(rng));
+        auto sealed = inner.encrypt(*d.private_key, *key);
+        return SealedValue{inner.id, Bytes(sealed.cypher.begin(), sealed.cypher.end())};
+    } catch (const std::exception& e) {
+        return make_error(errc::seal_failed, std::string("sealing an inbox value failed: ") + e.what());
+    }
+}
+
+void DhtNode::put_inbox(const UserId& to, const SealedValue& value, std::function<void(bool ok)> done) {
+    auto& d = *m_impl;
+    auto post = d.opts.post;
+    auto report = [post, done](bool ok) {
+        if (done) post_safe(post, [done, ok] { done(ok); });
+    };
+    if (!d.running) return report(false);
+    try {
+        auto v = std::make_shared<odht::Value>(k_inbox_type_id, odht::Blob(value.data.begin(), value.data.end()),
+                                               value.id);
+        d.runner->put(
+            odht::InfoHash::get(inbox_key_name(to)), v,
+            [report](bool ok, const std::vector<std::shared_ptr<odht::Node>>&) { report(ok); });
+    } catch (const std::exception& e) {
+        d.log->error("putting an inbox value failed: {}", e.what());
+        report(false);
+    }
+}
+
+void DhtNode::watch_inbox(std::function<void(const UserId& from, Bytes payload)> on_item) {
+    auto& d = *m_impl;
+    if (d.inbox) {
+        std::lock_guard lk(d.inbox->mtx);
+        d.inbox->on_item = std::move(on_item);
+        return;
+    }
+    d.inbox = std::make_shared<InboxState>();
+    d.inbox->on_item = std::move(on_item);
+    if (d.running) d.listen_inbox();
 }
 
 void DhtNode::stop(std::optional<PresenceRecord> final_record, std::chrono::milliseconds timeout) {

@@ -35,6 +35,12 @@ public:
                 return "the DHT node is not running; start the daemon's network first";
             case errc::start_failed:
                 return "could not start the DHT node: check that the UDP port is free and the network is up";
+            case errc::no_key:
+                return "the recipient's public key is not known yet (it is looked up on the DHT)";
+            case errc::too_large:
+                return "an inbox payload is larger than an inbox value can carry";
+            case errc::seal_failed:
+                return "could not encrypt or sign an inbox value";
         }
         return "unknown dht error";
     }
@@ -225,6 +231,10 @@ Result<PresenceRecord> decode_presence(std::span<const std::uint8_t> data) {
 
 std::string presence_key_name(const UserId& id) {
     return "juice:presence:" + id.hex();
+}
+
+std::string inbox_key_name(const UserId& id) {
+    return "juice:inbox:" + id.hex();
 }
 
 }  // namespace juice::dht

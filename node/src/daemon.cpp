@@ -11,6 +11,7 @@
 #include "juice/dht/node.hpp"
 #include "juice/node/api.hpp"
 #include "juice/node/frame.hpp"
+#include "juice/node/inbox.hpp"
 #include "juice/node/store.hpp"
 #include "link.hpp"
 
@@ -44,6 +45,9 @@ std::int64_t now_ms() {
 }
 
 constexpr std::size_t k_max_incoming_handshakes = 64;
+constexpr std::size_t k_max_pending_requests = 1000;  // strangers' requests waiting for an answer
+constexpr auto k_typing_timeout = seconds(10);
+constexpr std::size_t k_max_acks_per_bundle = 1500;
 const std::vector<std::string> k_caps{"text"};
 
 bool is_status(const std::string& s) {
@@ -94,6 +98,14 @@ struct Peer {
     std::vector<std::string> link_caps;
     std::unique_ptr<asio::steady_timer> retry;
     milliseconds backoff{0};
+    // Offline delivery through the peer's DHT inbox.
+    std::unique_ptr<asio::steady_timer> inbox_flush;  // queued messages -> inbox, debounced
+    std::unique_ptr<asio::steady_timer> ack_flush;    // acks and receipts -> inbox, batched
+    std::vector<MessageId> inbox_acks, inbox_receipts;
+    bool key_lookup = false;
+    // Their typing state (expires by itself).
+    bool typing = false;
+    std::unique_ptr<asio::steady_timer> typing_timer;
 
     bool online() const { return link || (record_live && record && record->status != "offline"); }
     std::string status() const {
@@ -135,6 +147,16 @@ struct Daemon::Impl {
     std::vector<std::shared_ptr<Link>> closing_links;  // byes in flight at shutdown
     steady_clock::time_point shutdown_deadline;
     asio::steady_timer shutdown_timer{io};
+    asio::steady_timer inbox_timer{io};
+    BundleAssembler assembler;
+    std::map<UserId, Frame> pending_control;  // requests/answers waiting for the peer's key
+    std::set<UserId> answered_declined;       // declined again this run (once per id)
+    std::int64_t last_ts = 0;                 // newest timestamp given to an outgoing message
+    bool send_receipts = true, send_typing = true;
+    // Group commit: store writes of one round of loop handlers share one
+    // transaction; what depends on them being durable runs after the commit.
+    std::optional<Store::Transaction> batch;
+    std::vector<std::function<void(bool committed)>> after_commit;
 
     Impl(Config c, crypto::Identity id) : cfg(std::move(c)), identity(std::move(id)), self(identity.id()) {}
 
@@ -162,12 +184,18 @@ struct Daemon::Impl {
         dopt.lan_discovery = cfg.lan_discovery;
         dopt.node_cache = cfg.data_dir / "dht-nodes.bin";
         dopt.post = [this](std::function<void()> f) { asio::post(io, std::move(f)); };
+        dopt.on_key = [this](const UserId& id, const Bytes& der) { on_key(id, der); };
         dht = std::make_unique<dht::DhtNode>(std::move(dopt));
         if (auto r = dht->start(&identity); !r) return r;
 
         auto contacts = store->list_contacts();
         if (!contacts) return contacts.error();
-        for (auto& c : *contacts) add_peer(c);
+        for (auto& c : *contacts) {
+            if (!c.pubkey.empty()) dht->remember_key(c.id, c.pubkey);
+            add_peer(c);
+        }
+        dht->watch_inbox([this](const UserId& from, Bytes payload) { on_inbox_item(from, payload); });
+        schedule_inbox_refresh();
 
         publish_presence();
         watch_dht_state();
@@ -223,6 +251,13 @@ struct Daemon::Impl {
         if (s && s->has_value() && is_status(**s)) status = **s;
         auto m = store->get_setting("note");
         if (m && m->has_value()) note = **m;
+        auto rr = store->get_setting("read_receipts");
+        if (rr && rr->has_value()) send_receipts = **rr != "0";
+        auto ty = store->get_setting("typing");
+        if (ty && ty->has_value()) send_typing = **ty != "0";
+        auto ts = store->max_outgoing_ts();
+        if (!ts) return ts.error();
+        last_ts = *ts;
         return {};
     }
 
@@ -406,15 +441,23 @@ struct Daemon::Impl {
                      l.outgoing() ? "outgoing" : "incoming", l.remote_endpoint());
         // Both sides must list each other for a link to form at all, so the
         // relation is mutual now.
-        if (p.contact.state == ContactState::pending_out) {
-            p.contact.state = ContactState::mutual;
-            if (auto r = store->put_contact(p.contact); !r) spdlog::error("store: {}", r.error().what());
-            publish({{"type", "contact.state"}, {"id", p.contact.id.hex()}, {"state", "mutual"}});
-        }
+        if (p.contact.state == ContactState::pending_out) make_mutual(p);
         apply_hello(p, l.peer_hello());
         publish({{"type", "link"}, {"id", p.contact.id.hex()}, {"up", true}});
         publish_peer_presence(p);
         touch_last_seen(p);
+        // The link supersedes what waits in its inbox for acks and answers:
+        // the peer resends what it has not seen acked, and we ack it here.
+        p.inbox_flush.reset();
+        p.ack_flush.reset();
+        batch_open();
+        (void)store->remove_inbox_kind(p.contact.id, InboxKind::acks);
+        (void)store->remove_inbox_kind(p.contact.id, InboxKind::control);
+        pending_control.erase(p.contact.id);
+        for (const auto& id : p.inbox_acks) link->send(AckFrame{id});
+        p.inbox_acks.clear();
+        send_receipts_over_link(p, p.inbox_receipts);
+        p.inbox_receipts.clear();
         flush_outbox(p);
     }
 
@@ -439,11 +482,14 @@ struct Daemon::Impl {
         p.link.reset();
         spdlog::info("link down with {}: {}", p.contact.id.hex().substr(0, 8), why);
         touch_last_seen(p);
+        set_peer_typing(p, false);
         publish({{"type", "link"}, {"id", p.contact.id.hex()}, {"up", false}, {"reason", why}});
         publish_peer_presence(p);
         if (!stopping) {
             p.backoff = milliseconds(0);
             if (p.record_live) schedule_retry(p);
+            // What was sent over the link but not acked now goes through the inbox.
+            schedule_inbox_flush(p);
         }
     }
 
@@ -474,24 +520,66 @@ struct Daemon::Impl {
                     p.link_note = fr.note;
                     publish_peer_presence(p);
                 } else if constexpr (std::is_same_v<T, MessageFrame>) {
-                    on_message(p, l, fr);
+                    receive_message(p, fr, l.shared_from_this());
                 } else if constexpr (std::is_same_v<T, AckFrame>) {
                     on_ack(p, fr.id);
+                } else if constexpr (std::is_same_v<T, ReceiptFrame>) {
+                    on_receipt(p, fr.ids);
+                } else if constexpr (std::is_same_v<T, TypingFrame>) {
+                    set_peer_typing(p, fr.typing);
                 } else if constexpr (std::is_same_v<T, ByeFrame>) {
                     // The peer is going away on purpose: show it offline now,
                     // and do not redial until it publishes a newer record.
                     p.record_live = false;
                     l.close("bye: " + (fr.reason.empty() ? std::string("shutdown") : fr.reason));
                 } else {
-                    // KeepaliveFrame is handled in Link; UnknownFrame is skipped.
+                    // KeepaliveFrame is handled in Link; UnknownFrame is skipped;
+                    // requests and answers only travel through the inbox.
                 }
             },
             f);
     }
 
+    // ---- group commit -------------------------------------------------------
+
+    // Opens the write batch if none is open. Every store write until the
+    // batch commits (right after the current round of handlers) shares one
+    // transaction: one commit for a burst of messages instead of one each.
+    void batch_open() {
+        if (batch) return;
+        batch.emplace(*store);
+        asio::post(io, [this] { commit_batch(); });
+    }
+
+    // Runs `fn(committed)` once the current batch is durable (or failed).
+    void on_commit(std::function<void(bool committed)> fn) {
+        batch_open();
+        after_commit.push_back(std::move(fn));
+    }
+
+    void commit_batch() {
+        if (!batch) return;
+        auto r = batch->commit();
+        batch.reset();
+        if (!r) spdlog::error("store: {}", r.error().what());
+        auto callbacks = std::move(after_commit);
+        after_commit.clear();
+        for (auto& cb : callbacks) cb(r.ok());
+    }
+
     // ---- messages ---------------------------------------------------------
 
-    void on_message(Peer& p, Link& l, const MessageFrame& fr) {
+    // Outgoing timestamps never go backwards, so a conversation's order (by
+    // the sender's clock) is the order in which we sent, even if the clock
+    // was set back.
+    std::int64_t next_ts() {
+        last_ts = std::max(now_ms(), last_ts + 1);
+        return last_ts;
+    }
+
+    // A message from `p`, over a link (`via`) or through our inbox. Stored,
+    // then acked once durable; shown once however often it arrives.
+    void receive_message(Peer& p, const MessageFrame& fr, std::shared_ptr<Link> via) {
         MessageRecord m;
         m.id = fr.id;
         m.from = p.contact.id;
@@ -500,6 +588,7 @@ struct Daemon::Impl {
         m.ts = fr.ts;
         m.state = MessageState::delivered;
         m.outgoing = false;
+        batch_open();
         auto added = store->add_message(m);
         if (!added) {
             // Not stored, so not acked: the sender keeps it and resends.
@@ -507,22 +596,55 @@ struct Daemon::Impl {
                           added.error().what());
             return;
         }
-        l.send(AckFrame{fr.id});
-        if (*added)
+        on_commit([this, m = std::move(m), fresh = *added, via = std::move(via)](bool ok) {
+            if (!ok) return;
+            auto it = peers.find(m.from);
+            if (via && via->is_open())
+                via->send(AckFrame{m.id});
+            else if (it != peers.end())
+                ack_later(it->second, m.id);
+            if (!fresh) return;
+            if (it != peers.end()) set_peer_typing(it->second, false);
             publish({{"type", "message.received"},
                      {"msg_id", m.id.hex()},
                      {"from", m.from.hex()},
                      {"text", m.text},
                      {"ts", m.ts},
                      {"seq", m.seq}});
+        });
     }
 
     void on_ack(Peer& p, const MessageId& id) {
         auto m = store->get_message(id);
         // A peer may only acknowledge messages that were sent to it.
         if (!m || !m->has_value() || !(*m)->outgoing || (*m)->to != p.contact.id) return;
-        auto changed = store->advance_message(id, MessageState::delivered);
-        if (changed && *changed) emit_message_state(id, p.contact.id, MessageState::delivered);
+        advance(id, p.contact.id, MessageState::delivered);
+        if (auto bundle = (*m)->inbox) {
+            // The last message of an inbox bundle delivered: stop putting it.
+            on_commit([this, bundle](bool ok) {
+                auto left = store->bundle_pending(bundle);
+                if (ok && left && *left == 0) (void)store->remove_inbox_bundle(bundle);
+            });
+        }
+    }
+
+    void on_receipt(Peer& p, const std::vector<MessageId>& ids) {
+        for (const auto& id : ids) {
+            auto m = store->get_message(id);
+            if (!m || !m->has_value() || !(*m)->outgoing || (*m)->to != p.contact.id) continue;
+            advance(id, p.contact.id, MessageState::read);
+        }
+    }
+
+    // Moves one of our messages forward and says so once it is durable.
+    void advance(const MessageId& id, const UserId& to, MessageState state) {
+        batch_open();
+        auto changed = store->advance_message(id, state);
+        if (!changed) return spdlog::error("store: {}", changed.error().what());
+        if (*changed)
+            on_commit([this, id, to, state](bool ok) {
+                if (ok) emit_message_state(id, to, state);
+            });
     }
 
     void emit_message_state(const MessageId& id, const UserId& to, MessageState s) {
@@ -531,10 +653,7 @@ struct Daemon::Impl {
 
     void send_over_link(Peer& p, const MessageRecord& m) {
         p.link->send(MessageFrame{m.id, m.ts, m.text});
-        if (m.state == MessageState::queued) {
-            auto changed = store->advance_message(m.id, MessageState::sent);
-            if (changed && *changed) emit_message_state(m.id, m.to, MessageState::sent);
-        }
+        if (m.state == MessageState::queued) advance(m.id, m.to, MessageState::sent);
     }
 
     void flush_outbox(Peer& p) {
@@ -544,6 +663,437 @@ struct Daemon::Impl {
             if (!p.link) break;
             send_over_link(p, m);
         }
+    }
+
+    // Acks a message that came through our inbox: over the link if one is
+    // up, else batched into the sender's inbox.
+    void ack_later(Peer& p, const MessageId& id) {
+        if (p.link) return p.link->send(AckFrame{id});
+        p.inbox_acks.push_back(id);
+        schedule_ack_flush(p);
+    }
+
+    void send_receipts_over_link(Peer& p, const std::vector<MessageId>& ids) {
+        for (std::size_t i = 0; i < ids.size() && p.link; i += k_max_receipt_ids) {
+            auto end = std::min(ids.size(), i + k_max_receipt_ids);
+            p.link->send(ReceiptFrame{std::vector<MessageId>(ids.begin() + i, ids.begin() + end)});
+        }
+    }
+
+    void set_peer_typing(Peer& p, bool typing) {
+        if (typing) {
+            // Expires by itself unless the peer repeats it.
+            if (!p.typing_timer) p.typing_timer = std::make_unique<asio::steady_timer>(io);
+            p.typing_timer->expires_after(k_typing_timeout);
+            UserId id = p.contact.id;
+            p.typing_timer->async_wait([this, id](std::error_code ec) {
+                if (ec) return;
+                auto it = peers.find(id);
+                if (it != peers.end()) set_peer_typing(it->second, false);
+            });
+        } else if (p.typing_timer) {
+            p.typing_timer->cancel();
+        }
+        if (p.typing == typing) return;
+        p.typing = typing;
+        publish({{"type", "typing"}, {"from", p.contact.id.hex()}, {"typing", typing}});
+    }
+
+    // ---- the DHT inbox ------------------------------------------------------
+
+    // Seals `frames` for `to` as one bundle, records its values (they are
+    // re-put until `kind`'s rule says stop) and puts them once the record is
+    // durable. Returns the bundle id, 0 if the key is unknown or sealing failed.
+    std::uint64_t send_bundle(const UserId& to, InboxKind kind, const std::vector<Frame>& frames) {
+        if (frames.empty() || !dht->knows_key(to)) return 0;
+        static thread_local std::mt19937_64 rng{std::random_device{}()};
+        std::uint64_t bundle = std::uniform_int_distribution<std::uint64_t>(1)(rng);
+        auto chunks = make_bundle(bundle, frames);
+        if (chunks.empty()) {
+            spdlog::error("inbox: {} frames for {} do not fit a bundle", frames.size(), to.hex().substr(0, 8));
+            return 0;
+        }
+        std::vector<InboxValueRecord> values;
+        for (const auto& c : chunks) {
+            auto sealed = dht->seal_inbox(to, encode_inbox_chunk(c));
+            if (!sealed) {
+                spdlog::warn("inbox: {}", sealed.error().what());
+                return 0;
+            }
+            values.push_back({sealed->id, to, bundle, kind, now_ms(), std::move(sealed->data)});
+        }
+        batch_open();
+        for (const auto& v : values)
+            if (auto r = store->add_inbox_value(v); !r) {
+                spdlog::error("store: {}", r.error().what());
+                return 0;
+            }
+        on_commit([this, values = std::move(values)](bool ok) {
+            if (!ok) return;
+            for (const auto& v : values) put_value(v);
+        });
+        return bundle;
+    }
+
+    void put_value(const InboxValueRecord& v) {
+        dht->put_inbox(v.peer, dht::SealedValue{v.value_id, v.data}, [peer = v.peer](bool ok) {
+            if (!ok) spdlog::debug("inbox: no DHT node stored a value for {} yet", peer.hex().substr(0, 8));
+        });
+    }
+
+    // True if `p`'s key is known; else starts a lookup that calls `again`.
+    bool have_key(Peer& p, std::function<void(Peer&)> again) {
+        if (dht->knows_key(p.contact.id)) return true;
+        if (p.key_lookup) return false;
+        p.key_lookup = true;
+        UserId id = p.contact.id;
+        dht->find_key(id, [this, id, again = std::move(again)](bool found) {
+            auto it = peers.find(id);
+            if (it == peers.end()) return;
+            it->second.key_lookup = false;
+            if (found) again(it->second);
+            // Else: their presence record or the next refresh brings the key.
+        });
+        return false;
+    }
+
+    void schedule_inbox_flush(Peer& p) {
+        if (stopping || p.link || p.inbox_flush) return;
+        auto delay = p.online() ? cfg.inbox_delay_online : cfg.inbox_delay_offline;
+        p.inbox_flush = std::make_unique<asio::steady_timer>(io, delay);
+        UserId id = p.contact.id;
+        p.inbox_flush->async_wait([this, id](std::error_code ec) {
+            if (ec) return;
+            auto it = peers.find(id);
+            if (it == peers.end()) return;
+            it->second.inbox_flush.reset();
+            flush_inbox(it->second);
+        });
+    }
+
+    // Puts what waits for `p` and is not in its inbox yet into its inbox.
+    void flush_inbox(Peer& p) {
+        if (stopping || p.link) return;
+        if (p.contact.state == ContactState::blocked || p.contact.state == ContactState::pending_in) return;
+        auto pending = store->undelivered_to(p.contact.id);
+        if (!pending) return spdlog::error("store: {}", pending.error().what());
+        std::erase_if(*pending, [](const MessageRecord& m) { return m.inbox != 0; });
+        if (pending->empty()) return;
+        if (!have_key(p, [this](Peer& q) { flush_inbox(q); })) return;
+        std::vector<Frame> frames;
+        std::vector<const MessageRecord*> in_bundle;
+        std::size_t size = 0;
+        auto emit = [&] {
+            auto bundle = send_bundle(p.contact.id, InboxKind::messages, frames);
+            if (bundle) {
+                for (const auto* m : in_bundle) {
+                    (void)store->set_message_inbox(m->id, bundle);
+                    if (m->state == MessageState::queued) advance(m->id, m->to, MessageState::sent);
+                }
+            }
+            frames.clear();
+            in_bundle.clear();
+            size = 0;
+        };
+        for (const auto& m : *pending) {
+            std::size_t sz = m.text.size() + 64;  // frame overhead, generously
+            if (!frames.empty() && size + sz > k_max_chunk_data) emit();
+            frames.push_back(MessageFrame{m.id, m.ts, m.text});
+            in_bundle.push_back(&m);
+            size += sz;
+        }
+        emit();
+        spdlog::debug("inbox: {} messages for {} put in its inbox", pending->size(),
+                      p.contact.id.hex().substr(0, 8));
+    }
+
+    void schedule_ack_flush(Peer& p) {
+        if (stopping || p.ack_flush) return;
+        p.ack_flush = std::make_unique<asio::steady_timer>(io, cfg.inbox_ack_delay);
+        UserId id = p.contact.id;
+        p.ack_flush->async_wait([this, id](std::error_code ec) {
+            if (ec) return;
+            auto it = peers.find(id);
+            if (it == peers.end()) return;
+            it->second.ack_flush.reset();
+            flush_acks(it->second);
+        });
+    }
+
+    void flush_acks(Peer& p) {
+        if (p.link) {
+            for (const auto& id : p.inbox_acks) p.link->send(AckFrame{id});
+            send_receipts_over_link(p, p.inbox_receipts);
+            p.inbox_acks.clear();
+            p.inbox_receipts.clear();
+            return;
+        }
+        if (!have_key(p, [this](Peer& q) { flush_acks(q); })) return;
+        for (std::size_t i = 0; i < p.inbox_acks.size(); i += k_max_acks_per_bundle) {
+            auto end = std::min(p.inbox_acks.size(), i + k_max_acks_per_bundle);
+            std::vector<Frame> frames;
+            for (auto j = i; j < end; ++j) frames.push_back(AckFrame{p.inbox_acks[j]});
+            send_bundle(p.contact.id, InboxKind::acks, frames);
+        }
+        std::vector<Frame> receipts;
+        for (std::size_t i = 0; i < p.inbox_receipts.size(); i += k_max_receipt_ids) {
+            auto end = std::min(p.inbox_receipts.size(), i + k_max_receipt_ids);
+            receipts.push_back(
+                ReceiptFrame{std::vector<MessageId>(p.inbox_receipts.begin() + i, p.inbox_receipts.begin() + end)});
+        }
+        if (!receipts.empty()) send_bundle(p.contact.id, InboxKind::receipts, receipts);
+        p.inbox_acks.clear();
+        p.inbox_receipts.clear();
+    }
+
+    // A contact request or an answer: replaces what we said before to `to`
+    // (only the newest matters). Waits for the key if it is unknown.
+    void send_control(const UserId& to, Frame frame) {
+        if (!dht->knows_key(to)) {
+            pending_control[to] = std::move(frame);
+            dht->find_key(to, [this, to](bool found) {
+                auto it = pending_control.find(to);
+                if (!found || it == pending_control.end()) return;
+                auto f = std::move(it->second);
+                pending_control.erase(it);
+                send_control(to, std::move(f));
+            });
+            return;
+        }
+        pending_control.erase(to);
+        batch_open();
+        (void)store->remove_inbox_kind(to, InboxKind::control);
+        send_bundle(to, InboxKind::control, {std::move(frame)});
+    }
+
+    void send_request(Peer& p) {
+        send_control(p.contact.id, RequestFrame{name, p.contact.request, p.contact.request_ts});
+    }
+
+    // Re-puts every inbox value still needed, drops the rest, and retries
+    // what could not be sealed yet (a key that was unknown).
+    void refresh_inbox() {
+        if (stopping) return;
+        auto values = store->inbox_values();
+        if (!values) return spdlog::error("store: {}", values.error().what());
+        const auto now = now_ms();
+        const auto retention = duration_cast<milliseconds>(cfg.inbox_retention).count();
+        const auto receipt_retention = duration_cast<milliseconds>(cfg.receipt_retention).count();
+        std::set<std::uint64_t> dead, live;
+        std::set<UserId> requested;  // peers with a stored request
+        for (const auto& v : *values) {
+            if (dead.count(v.bundle)) continue;
+            bool keep = true;
+            auto it = peers.find(v.peer);
+            switch (v.kind) {
+                case InboxKind::messages: {
+                    auto left = store->bundle_pending(v.bundle);
+                    keep = now - v.created < retention && (!left || *left > 0);
+                    break;
+                }
+                case InboxKind::control:
+                    if (it != peers.end() && it->second.contact.state == ContactState::pending_out) {
+                        keep = now - v.created < retention;
+                        requested.insert(v.peer);
+                    } else {
+                        keep = now - v.created < receipt_retention;
+                    }
+                    break;
+                case InboxKind::acks:
+                case InboxKind::receipts:
+                    keep = now - v.created < receipt_retention;
+                    break;
+            }
+            if (!keep) {
+                dead.insert(v.bundle);
+                continue;
+            }
+            live.insert(v.bundle);
+            put_value(v);
+        }
+        if (!dead.empty()) {
+            batch_open();
+            for (auto b : dead) (void)store->remove_inbox_bundle(b);
+            spdlog::debug("inbox: stopped putting {} bundles", dead.size());
+        }
+        for (auto& [id, p] : peers) {
+            if (p.link) continue;
+            if (p.contact.state == ContactState::pending_out && !requested.count(id) &&
+                now - p.contact.request_ts < retention)
+                send_request(p);
+            flush_inbox(p);
+        }
+        spdlog::debug("inbox: refreshed {} values", values->size());
+    }
+
+    void schedule_inbox_refresh() {
+        inbox_timer.expires_after(cfg.inbox_refresh);
+        inbox_timer.async_wait([this](std::error_code ec) {
+            if (ec || stopping) return;
+            refresh_inbox();
+            schedule_inbox_refresh();
+        });
+    }
+
+    void on_key(const UserId& id, const Bytes& der) {
+        auto it = peers.find(id);
+        if (it == peers.end()) return;
+        Peer& p = it->second;
+        if (p.contact.pubkey != der) {
+            p.contact.pubkey = der;
+            if (auto r = store->put_contact(p.contact); !r) spdlog::error("store: {}", r.error().what());
+        }
+        if (!p.link) flush_inbox(p);
+    }
+
+    void on_inbox_item(const UserId& from, const Bytes& payload) {
+        if (stopping || from == self) return;
+        auto chunk = decode_inbox_chunk(payload);
+        if (!chunk) return spdlog::debug("inbox: a value from {}: {}", from.hex().substr(0, 8), chunk.error().what());
+        auto bytes = assembler.add(from, std::move(*chunk), steady_clock::now());
+        if (!bytes) return;
+        auto frames = decode_bundle(*bytes);
+        if (!frames) return spdlog::debug("inbox: a bundle from {}: {}", from.hex().substr(0, 8), frames.error().what());
+        for (const auto& f : *frames) on_inbox_frame(from, f);
+    }
+
+    void on_inbox_frame(const UserId& from, const Frame& f) {
+        if (auto* r = std::get_if<RequestFrame>(&f)) return on_request(from, *r);
+        if (auto* a = std::get_if<AnswerFrame>(&f)) return on_answer(from, *a);
+        auto it = peers.find(from);
+        if (it == peers.end()) return;  // not a contact: nothing else is accepted
+        Peer& p = it->second;
+        if (p.contact.state == ContactState::blocked || p.contact.state == ContactState::pending_in) return;
+        if (auto* m = std::get_if<MessageFrame>(&f)) {
+            // Only someone who lists us writes to us: they accepted.
+            if (p.contact.state == ContactState::pending_out) make_mutual(p);
+            receive_message(p, *m, nullptr);
+        } else if (auto* ack = std::get_if<AckFrame>(&f)) {
+            on_ack(p, ack->id);
+        } else if (auto* rc = std::get_if<ReceiptFrame>(&f)) {
+            on_receipt(p, rc->ids);
+        }
+    }
+
+    // ---- contact requests ---------------------------------------------------
+
+    void make_mutual(Peer& p) {
+        if (p.contact.state == ContactState::mutual) return;
+        p.contact.state = ContactState::mutual;
+        p.contact.request.clear();
+        if (auto r = store->put_contact(p.contact); !r) spdlog::error("store: {}", r.error().what());
+        batch_open();
+        (void)store->remove_inbox_kind(p.contact.id, InboxKind::control);
+        pending_control.erase(p.contact.id);
+        if (!p.watch) start_watch(p);
+        publish({{"type", "contact.state"}, {"id", p.contact.id.hex()}, {"state", "mutual"}});
+    }
+
+    void on_request(const UserId& from, const RequestFrame& r) {
+        auto it = peers.find(from);
+        if (it != peers.end()) {
+            Peer& p = it->second;
+            switch (p.contact.state) {
+                case ContactState::blocked:
+                    return;  // no answer, nothing stored
+                case ContactState::pending_in:
+                    // The same request again (it is re-put until answered),
+                    // or a newer one: merged into the one waiting.
+                    if (r.ts > p.contact.request_ts) {
+                        p.contact.request = r.message;
+                        p.contact.request_ts = r.ts;
+                        (void)store->put_contact(p.contact);
+                    }
+                    return;
+                case ContactState::pending_out:
+                    // Both asked: that is a yes from both sides.
+                    spdlog::info("{} asked for us while we asked for them: mutual", from.hex().substr(0, 8));
+                    make_mutual(p);
+                    p.contact.request_ts = r.ts;
+                    (void)store->put_contact(p.contact);
+                    send_control(from, AnswerFrame{true});
+                    publish_presence();
+                    return;
+                case ContactState::mutual:
+                    // They lost us (re-added us?): say yes again, once per request.
+                    if (r.ts > p.contact.request_ts) {
+                        p.contact.request_ts = r.ts;
+                        (void)store->put_contact(p.contact);
+                        send_control(from, AnswerFrame{true});
+                    }
+                    return;
+            }
+            return;
+        }
+        auto declined = store->declined_until(from);
+        if (declined && declined->has_value() && r.ts <= **declined) {
+            // A request we declined, still being re-put: say no once per run.
+            if (answered_declined.insert(from).second) send_control(from, AnswerFrame{false});
+            return;
+        }
+        std::size_t waiting = 0;
+        for (auto& [id, p] : peers) waiting += p.contact.state == ContactState::pending_in;
+        if (waiting >= k_max_pending_requests) {
+            spdlog::warn("contact request from {} dropped: {} requests already wait for an answer",
+                         from.hex().substr(0, 8), waiting);
+            return;
+        }
+        ContactRecord c;
+        c.id = from;
+        c.name = r.name;
+        c.state = ContactState::pending_in;
+        c.added = now_ms();
+        c.request = r.message;
+        c.request_ts = r.ts;
+        if (auto s = store->put_contact(c); !s) return spdlog::error("store: {}", s.error().what());
+        add_peer(c);
+        spdlog::info("contact request from {} ({})", from.hex().substr(0, 8), r.name);
+        publish({{"type", "contact.request"}, {"id", from.hex()}, {"name", r.name}, {"message", r.message}});
+        publish({{"type", "contact.state"}, {"id", from.hex()}, {"state", "pending_in"}});
+    }
+
+    void on_answer(const UserId& from, const AnswerFrame& a) {
+        auto it = peers.find(from);
+        if (it == peers.end() || it->second.contact.state != ContactState::pending_out) return;
+        if (a.accept) {
+            spdlog::info("{} accepted our contact request", from.hex().substr(0, 8));
+            make_mutual(it->second);
+            maybe_dial(it->second);
+        } else {
+            spdlog::info("{} declined our contact request", from.hex().substr(0, 8));
+            drop_peer(from, "rejected");
+        }
+    }
+
+    void accept_request(Peer& p) {
+        spdlog::info("accepted the contact request of {}", p.contact.id.hex().substr(0, 8));
+        make_mutual(p);
+        send_control(p.contact.id, AnswerFrame{true});
+        // Our newer record lets them dial us at once.
+        publish_presence();
+    }
+
+    // Forgets a contact: link, watch, what we keep putting into its inbox.
+    // The message history stays.
+    void drop_peer(const UserId& id, const std::string& state) {
+        auto it = peers.find(id);
+        if (it == peers.end()) return;
+        Peer& p = it->second;
+        if (auto s = store->remove_contact(id); !s) spdlog::error("store: {}", s.error().what());
+        batch_open();
+        for (auto k : {InboxKind::messages, InboxKind::control, InboxKind::acks, InboxKind::receipts})
+            (void)store->remove_inbox_kind(id, k);
+        pending_control.erase(id);
+        if (p.watch) dht->unwatch(p.watch);
+        auto link = std::move(p.link);
+        auto dialing = std::move(p.dialing);
+        peers.erase(it);
+        if (link) {
+            link->send(ByeFrame{"removed"});
+            link->close("contact removed");
+        }
+        if (dialing) dialing->close("contact removed");
+        publish({{"type", "contact.state"}, {"id", id.hex()}, {"state", state}});
     }
 
     // ---- presence ---------------------------------------------------------
@@ -579,12 +1129,18 @@ struct Daemon::Impl {
         });
     }
 
+    // Tracks a contact. Its presence is watched once the relation is (or is
+    // asked to be) mutual: never for a blocked id or a request not accepted.
     void add_peer(const ContactRecord& c) {
         auto [it, fresh] = peers.try_emplace(c.id);
         it->second.contact = c;
-        if (!fresh || c.state == ContactState::blocked) return;
-        UserId id = c.id;
-        it->second.watch = dht->watch_presence(
+        if (!fresh) return;
+        if (c.state == ContactState::pending_out || c.state == ContactState::mutual) start_watch(it->second);
+    }
+
+    void start_watch(Peer& p) {
+        UserId id = p.contact.id;
+        p.watch = dht->watch_presence(
             id, [this, id](const dht::PresenceRecord& r) { on_record(id, r); },
             [this, id] { on_record_expired(id); });
     }
@@ -655,7 +1211,12 @@ struct Daemon::Impl {
                 publish({{"type", "node.state"}, {"dht", dht_json()}});
                 // Now that other nodes know us, republish so the record
                 // carries the public address they see.
-                if (first_connect) publish_presence();
+                if (first_connect) {
+                    publish_presence();
+                    // Re-put what waits in contacts' inboxes (we may have been
+                    // down for longer than stock nodes keep it).
+                    refresh_inbox();
+                }
             }
             watch_dht_state();
         });
@@ -702,7 +1263,8 @@ struct Daemon::Impl {
                 {"caps", p.caps()},
                 {"online", p.online()},
                 {"linked", static_cast<bool>(p.link)},
-                {"last_seen", p.contact.last_seen}};
+                {"last_seen", p.contact.last_seen},
+                {"message", p.contact.state == ContactState::pending_in ? p.contact.request : std::string()}};
     }
 
     static json message_json(const MessageRecord& m) {
@@ -787,27 +1349,98 @@ struct Daemon::Impl {
             }
             if (params.contains("message") && !params["message"].is_string())
                 return r.error(RpcError::invalid_params("'message' must be a string"));
+            std::string message;
+            if (params.contains("message")) {
+                auto m = param_string(params, "message");
+                if (!m || m->size() > k_max_request_bytes)
+                    return r.error(RpcError::invalid_params("'message' must be a string of at most 1024 bytes"));
+                message = *m;
+            }
             auto it = peers.find(parsed->id);
             if (it != peers.end()) {
-                if (!given.empty() && given != it->second.contact.name) {
-                    it->second.contact.name = given;
-                    if (auto s = store->put_contact(it->second.contact); !s)
-                        return r.error(storage_error(s.error()));
+                Peer& p = it->second;
+                if (!given.empty() && given != p.contact.name) {
+                    p.contact.name = given;
+                    if (auto s = store->put_contact(p.contact); !s) return r.error(storage_error(s.error()));
                 }
-                return r.result({{"id", parsed->id.hex()}, {"state", to_string(it->second.contact.state)}});
+                if (p.contact.state == ContactState::pending_in) {
+                    // Adding someone who asked for us is saying yes.
+                    accept_request(p);
+                } else if (p.contact.state == ContactState::blocked) {
+                    // Adding a blocked id unblocks it and asks again.
+                    p.contact.state = ContactState::pending_out;
+                    p.contact.request = message;
+                    p.contact.request_ts = now_ms();
+                    if (auto s = store->put_contact(p.contact); !s) return r.error(storage_error(s.error()));
+                    start_watch(p);
+                    send_request(p);
+                    publish_presence();
+                    publish({{"type", "contact.state"}, {"id", p.contact.id.hex()}, {"state", "pending_out"}});
+                }
+                return r.result({{"id", parsed->id.hex()}, {"state", to_string(p.contact.state)}});
             }
             ContactRecord c;
             c.id = parsed->id;
             c.name = given.empty() ? parsed->name : given;
             c.state = ContactState::pending_out;
             c.added = now_ms();
+            c.request = message;
+            c.request_ts = c.added;
             if (auto s = store->put_contact(c); !s) return r.error(storage_error(s.error()));
             add_peer(c);
+            send_request(peers.at(c.id));
             // A newer record of ours wakes a contact that already listed us
             // and is backing off its dial attempts: it dials at once.
             publish_presence();
             publish({{"type", "contact.state"}, {"id", c.id.hex()}, {"state", to_string(c.state)}});
             r.result({{"id", c.id.hex()}, {"state", to_string(c.state)}});
+        });
+
+        api->add_method("contacts.accept", [this](const json& params, Reply r) {
+            Peer* p = require_contact(params, "id", r);
+            if (!p) return;
+            if (p->contact.state != ContactState::pending_in)
+                return r.error(RpcError::app("no_request", "there is no contact request from " +
+                                                               p->contact.id.hex() + " to answer"));
+            accept_request(*p);
+            r.result(json::object());
+        });
+
+        api->add_method("contacts.reject", [this](const json& params, Reply r) {
+            Peer* p = require_contact(params, "id", r);
+            if (!p) return;
+            if (p->contact.state != ContactState::pending_in)
+                return r.error(RpcError::app("no_request", "there is no contact request from " +
+                                                               p->contact.id.hex() + " to answer"));
+            UserId id = p->contact.id;
+            if (auto s = store->set_declined(id, p->contact.request_ts); !s) return r.error(storage_error(s.error()));
+            answered_declined.insert(id);
+            drop_peer(id, "removed");
+            send_control(id, AnswerFrame{false});
+            r.result(json::object());
+        });
+
+        api->add_method("contacts.block", [this](const json& params, Reply r) {
+            auto id = param_id(params, "id");
+            if (!id) return r.error(RpcError::invalid_params("'id' must be a 40-hex user id"));
+            if (*id == self) return r.error(RpcError::invalid_params("that is your own id"));
+            auto it = peers.find(*id);
+            if (it != peers.end() && it->second.contact.state == ContactState::blocked)
+                return r.result(json::object());
+            ContactRecord c;
+            if (it != peers.end()) {
+                c = it->second.contact;
+                drop_peer(*id, "blocked");  // link, watch and inbox values go
+            } else {
+                c.id = *id;
+                c.added = now_ms();
+            }
+            c.state = ContactState::blocked;
+            c.request.clear();
+            if (auto s = store->put_contact(c); !s) return r.error(storage_error(s.error()));
+            add_peer(c);  // known, so its requests and links are refused; not watched
+            if (it == peers.end()) publish({{"type", "contact.state"}, {"id", id->hex()}, {"state", "blocked"}});
+            r.result(json::object());
         });
 
         api->add_method("contacts.list", [this](const json&, Reply r) {
@@ -824,18 +1457,7 @@ struct Daemon::Impl {
         api->add_method("contacts.remove", [this](const json& params, Reply r) {
             Peer* p = require_contact(params, "id", r);
             if (!p) return;
-            UserId id = p->contact.id;
-            if (auto s = store->remove_contact(id); !s) return r.error(storage_error(s.error()));
-            if (p->watch) dht->unwatch(p->watch);
-            auto link = std::move(p->link);
-            auto dialing = std::move(p->dialing);
-            peers.erase(id);
-            if (link) {
-                link->send(ByeFrame{"removed"});
-                link->close("contact removed");
-            }
-            if (dialing) dialing->close("contact removed");
-            publish({{"type", "contact.state"}, {"id", id.hex()}, {"state", "removed"}});
+            drop_peer(p->contact.id, "removed");
             r.result(json::object());
         });
 
@@ -844,6 +1466,8 @@ struct Daemon::Impl {
             if (!p) return;
             if (p->contact.state == ContactState::blocked)
                 return r.error(RpcError::app("blocked", "you blocked this contact; unblock it first"));
+            if (p->contact.state == ContactState::pending_in)
+                return r.error(RpcError::app("no_request", "accept their contact request first (contacts.accept)"));
             auto text = param_string(params, "text");
             if (!text || text->empty())
                 return r.error(RpcError::invalid_params("'text' must be a non-empty string"));
@@ -854,12 +1478,22 @@ struct Daemon::Impl {
             m.from = self;
             m.to = p->contact.id;
             m.text = *text;
-            m.ts = now_ms();
+            m.ts = next_ts();
             m.outgoing = true;
+            batch_open();
             auto added = store->add_message(m);
             if (!added) return r.error(storage_error(added.error()));
-            r.result({{"msg_id", m.id.hex()}, {"ts", m.ts}, {"seq", m.seq}});
-            if (p->link) send_over_link(*p, m);
+            // Answered, and sent, once the batch holding it is durable.
+            on_commit([this, m = std::move(m), r](bool ok) {
+                if (!ok) return r.error(RpcError::app("storage_failed", "the message store could not commit"));
+                r.result({{"msg_id", m.id.hex()}, {"ts", m.ts}, {"seq", m.seq}});
+                auto it = peers.find(m.to);
+                if (it == peers.end()) return;
+                if (it->second.link)
+                    send_over_link(it->second, m);
+                else
+                    schedule_inbox_flush(it->second);
+            });
         });
 
         api->add_method("messages.history", [this](const json& params, Reply r) {
@@ -896,6 +1530,60 @@ struct Daemon::Impl {
             r.result(out);
         });
 
+        api->add_method("messages.mark_read", [this](const json& params, Reply r) {
+            Peer* p = require_contact(params, "with", r);
+            if (!p) return;
+            auto up_to = params.contains("up_to") && params["up_to"].is_string()
+                             ? MessageId::from_hex(params["up_to"].get<std::string>())
+                             : std::nullopt;
+            if (!up_to) return r.error(RpcError::invalid_params("'up_to' must be a 32-hex msg_id"));
+            auto m = store->get_message(*up_to);
+            if (!m) return r.error(storage_error(m.error()));
+            if (!m->has_value() || (*m)->outgoing || (*m)->from != p->contact.id)
+                return r.error(RpcError::app("unknown_message", "no message with that msg_id from this contact"));
+            batch_open();
+            auto changed = store->mark_read_until(p->contact.id, (*m)->seq);
+            if (!changed) return r.error(storage_error(changed.error()));
+            UserId id = p->contact.id;
+            on_commit([this, id, ids = std::move(*changed), r](bool ok) {
+                if (!ok) return r.error(RpcError::app("storage_failed", "the message store could not commit"));
+                r.result({{"marked", ids.size()}});
+                auto it = peers.find(id);
+                if (it == peers.end() || ids.empty() || !send_receipts) return;
+                Peer& peer = it->second;
+                if (peer.link) return send_receipts_over_link(peer, ids);
+                peer.inbox_receipts.insert(peer.inbox_receipts.end(), ids.begin(), ids.end());
+                schedule_ack_flush(peer);
+            });
+        });
+
+        api->add_method("typing.set", [this](const json& params, Reply r) {
+            Peer* p = require_contact(params, "to", r);
+            if (!p) return;
+            if (!params.contains("typing") || !params["typing"].is_boolean())
+                return r.error(RpcError::invalid_params("'typing' must be true or false"));
+            bool sent = send_typing && p->link && p->contact.state == ContactState::mutual;
+            if (sent) p->link->send(TypingFrame{params["typing"].get<bool>()});
+            r.result({{"sent", sent}});
+        });
+
+        api->add_method("settings.get", [this](const json&, Reply r) {
+            r.result({{"read_receipts", send_receipts}, {"typing", send_typing}});
+        });
+
+        api->add_method("settings.set", [this](const json& params, Reply r) {
+            for (const char* key : {"read_receipts", "typing"})
+                if (params.contains(key) && !params[key].is_boolean())
+                    return r.error(RpcError::invalid_params(std::string("'") + key + "' must be true or false"));
+            if (params.contains("read_receipts")) send_receipts = params["read_receipts"].get<bool>();
+            if (params.contains("typing")) send_typing = params["typing"].get<bool>();
+            if (auto s = store->set_setting("read_receipts", send_receipts ? "1" : "0"); !s)
+                return r.error(storage_error(s.error()));
+            if (auto s = store->set_setting("typing", send_typing ? "1" : "0"); !s)
+                return r.error(storage_error(s.error()));
+            r.result({{"read_receipts", send_receipts}, {"typing", send_typing}});
+        });
+
         api->add_method("daemon.shutdown", [this](const json&, Reply r) {
             r.result(json::object());
             // Let the reply go out before the API closes.
@@ -913,9 +1601,13 @@ struct Daemon::Impl {
         signals.cancel(ec);
         acceptor.close(ec);
         state_timer.cancel();
+        inbox_timer.cancel();
         std::vector<std::shared_ptr<Link>> closing;
         for (auto& [id, p] : peers) {
             p.retry.reset();
+            p.inbox_flush.reset();
+            p.ack_flush.reset();
+            p.typing_timer.reset();
             if (p.link) {
                 p.link->send(ByeFrame{"shutdown"});
                 closing.push_back(p.link);
@@ -944,6 +1636,7 @@ struct Daemon::Impl {
     }
 
     void finish_shutdown() {
+        commit_batch();
         if (dht) dht->stop(own_record("offline"));
         if (api) api->stop();
         io.stop();
@@ -954,6 +1647,7 @@ Daemon::Daemon(Config config, crypto::Identity identity)
     : m_impl(std::make_unique<Impl>(std::move(config), std::move(identity))) {}
 
 Daemon::~Daemon() {
+    if (m_impl->store) m_impl->commit_batch();
     if (m_impl->dht) m_impl->dht->stop();
     if (m_impl->lock_fd >= 0) ::close(m_impl->lock_fd);
 }

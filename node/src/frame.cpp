@@ -19,6 +19,12 @@
 //               nt str     note, <= 256 bytes ("")
 //   "ka"        r  bool    false: ping wanting a reply, true: the reply (false)
 //   "bye"       r  str     reason, <= 64 bytes ("")
+//   "req"       n  str     requester's name, <= 64 bytes ("")
+//               m  str     request message, <= 1024 bytes ("")
+//               ts int     when the request was made, Unix ms (req)
+//   "ans"       a  bool    true: accepted, false: declined (req)
+//   "rcpt"      i  array   1..512 message ids (bin 16) the reader has read (req)
+//   "typ"       y  bool    typing (req)
 // All strings must be valid UTF-8. Unknown keys are ignored; a known key given
 // twice, or with the wrong type or size, makes the frame malformed. An
 // unknown "t" decodes to UnknownFrame. node/README.md carries the same table.
@@ -91,6 +97,13 @@ void put_id(Packer& pk, const MessageId& id) {
                      static_cast<std::uint32_t>(id.bytes.size()));
 }
 
+void put_bool(Packer& pk, bool b) {
+    if (b)
+        pk.pack_true();
+    else
+        pk.pack_false();
+}
+
 bool str_ok(std::string_view s, std::size_t max) {
     return s.size() <= max && valid_utf8(s);
 }
@@ -148,10 +161,7 @@ struct Encoder {
     bool operator()(const KeepaliveFrame& f) const {
         put_header(pk, 1, "ka");
         put_str(pk, "r");
-        if (f.reply)
-            pk.pack_true();
-        else
-            pk.pack_false();
+        put_bool(pk, f.reply);
         return true;
     }
     bool operator()(const ByeFrame& f) const {
@@ -159,6 +169,37 @@ struct Encoder {
         put_header(pk, 1, "bye");
         put_str(pk, "r");
         put_str(pk, f.reason);
+        return true;
+    }
+    bool operator()(const RequestFrame& f) const {
+        if (!str_ok(f.name, k_max_name_bytes) || !str_ok(f.message, k_max_request_bytes)) return false;
+        put_header(pk, 3, "req");
+        put_str(pk, "n");
+        put_str(pk, f.name);
+        put_str(pk, "m");
+        put_str(pk, f.message);
+        put_str(pk, "ts");
+        pk.pack_int64(f.ts);
+        return true;
+    }
+    bool operator()(const AnswerFrame& f) const {
+        put_header(pk, 1, "ans");
+        put_str(pk, "a");
+        put_bool(pk, f.accept);
+        return true;
+    }
+    bool operator()(const ReceiptFrame& f) const {
+        if (f.ids.empty() || f.ids.size() > k_max_receipt_ids) return false;
+        put_header(pk, 1, "rcpt");
+        put_str(pk, "i");
+        pk.pack_array(static_cast<std::uint32_t>(f.ids.size()));
+        for (const auto& id : f.ids) put_id(pk, id);
+        return true;
+    }
+    bool operator()(const TypingFrame& f) const {
+        put_header(pk, 1, "typ");
+        put_str(pk, "y");
+        put_bool(pk, f.typing);
         return true;
     }
     bool operator()(const UnknownFrame&) const { return false; }
@@ -254,15 +295,34 @@ struct Reader {
         return true;
     }
 
+    static bool id_of(const msgpack::object& o, MessageId& out) {
+        if (o.type != msgpack::type::BIN || o.via.bin.size != MessageId::size) return false;
+        std::copy_n(reinterpret_cast<const std::uint8_t*>(o.via.bin.ptr), MessageId::size, out.bytes.begin());
+        return true;
+    }
+
     bool id(std::string_view key, MessageId& out, Error& err) const {
         auto* o = need(key, err);
         if (!o) return false;
-        if (o->type != msgpack::type::BIN || o->via.bin.size != MessageId::size) {
+        if (!id_of(*o, out)) {
             err = malformed("'" + std::string(key) + "' must be 16 bytes of binary");
             return false;
         }
-        std::copy_n(reinterpret_cast<const std::uint8_t*>(o->via.bin.ptr), MessageId::size,
-                    out.bytes.begin());
+        return true;
+    }
+
+    // A missing optional key keeps `out`.
+    bool boolean(std::string_view key, bool& out, bool required, Error& err) const {
+        auto* o = fields.get(key);
+        if (!o) {
+            if (required) err = malformed("the required key '" + std::string(key) + "' is missing");
+            return !required;
+        }
+        if (o->type != msgpack::type::BOOLEAN) {
+            err = malformed("'" + std::string(key) + "' must be a boolean");
+            return false;
+        }
+        out = o->via.boolean;
         return true;
     }
 
@@ -332,7 +392,7 @@ Result<Frame> decode_map(const msgpack::object& root) {
         return malformed("'v' must be a positive integer");
 
     if (type == "hello" || type == "msg" || type == "ack" || type == "presence" || type == "ka" ||
-        type == "bye") {
+        type == "bye" || type == "req" || type == "ans" || type == "rcpt" || type == "typ") {
         if (v->via.u64 > k_version)
             return make_error(frame_errc::unsupported,
                               "the peer sent a '" + type + "' frame of version " +
@@ -361,10 +421,37 @@ Result<Frame> decode_map(const msgpack::object& root) {
     }
     if (type == "ka") {
         KeepaliveFrame f;
-        if (auto* r = rd.fields.get("r")) {
-            if (r->type != msgpack::type::BOOLEAN) return malformed("'r' must be a boolean");
-            f.reply = r->via.boolean;
-        }
+        if (!rd.boolean("r", f.reply, false, err)) return err;
+        return Frame{f};
+    }
+    if (type == "req") {
+        RequestFrame f;
+        if (!rd.str("n", k_max_name_bytes, f.name, false, err) ||
+            !rd.str("m", k_max_request_bytes, f.message, false, err) || !rd.i64("ts", f.ts, err))
+            return err;
+        return Frame{std::move(f)};
+    }
+    if (type == "ans") {
+        AnswerFrame f;
+        if (!rd.boolean("a", f.accept, true, err)) return err;
+        return Frame{f};
+    }
+    if (type == "rcpt") {
+        auto* ids = rd.need("i", err);
+        if (!ids) return err;
+        if (ids->type != msgpack::type::ARRAY || ids->via.array.size == 0 ||
+            ids->via.array.size > k_max_receipt_ids)
+            return malformed("'i' must be an array of 1 to 512 message ids");
+        ReceiptFrame f;
+        f.ids.resize(ids->via.array.size);
+        for (std::uint32_t i = 0; i < ids->via.array.size; ++i)
+            if (!Reader::id_of(ids->via.array.ptr[i], f.ids[i]))
+                return malformed("'i' must hold 16-byte binary message ids");
+        return Frame{std::move(f)};
+    }
+    if (type == "typ") {
+        TypingFrame f;
+        if (!rd.boolean("y", f.typing, true, err)) return err;
         return Frame{f};
     }
     if (type == "bye") {

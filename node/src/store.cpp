@@ -68,6 +68,29 @@ CREATE TABLE settings(
     value TEXT NOT NULL
 );
 )sql",
+    // 1 -> 2: contact requests, public keys, the DHT inbox, ordering by the
+    // sender's clock.
+    R"sql(
+ALTER TABLE contacts ADD COLUMN pubkey BLOB NOT NULL DEFAULT x'';
+ALTER TABLE contacts ADD COLUMN request TEXT NOT NULL DEFAULT '';
+ALTER TABLE contacts ADD COLUMN request_ts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN inbox INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX messages_by_time ON messages(peer, ts, seq);
+CREATE INDEX messages_by_bundle ON messages(inbox) WHERE inbox != 0;
+CREATE TABLE inbox_out(
+    value_id INTEGER PRIMARY KEY,
+    peer BLOB NOT NULL,
+    bundle INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    created INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX inbox_out_by_peer ON inbox_out(peer, kind);
+CREATE TABLE declined(
+    id BLOB PRIMARY KEY NOT NULL,
+    request_ts INTEGER NOT NULL
+);
+)sql",
 };
 constexpr int k_schema_version = static_cast<int>(std::size(k_migrations));
 // "juic": marks the file as ours so another program's SQLite file is refused.
@@ -75,7 +98,8 @@ constexpr std::int32_t k_application_id = 0x6a756963;
 constexpr std::size_t k_history_cap = 1000;
 constexpr int k_busy_timeout_ms = 5000;
 
-constexpr const char* k_message_columns = "seq, id, sender, recipient, text, ts, state, outgoing";
+constexpr const char* k_message_columns = "seq, id, sender, recipient, text, ts, state, outgoing, inbox";
+constexpr const char* k_contact_columns = "id, name, state, added, last_seen, pubkey, request, request_ts";
 
 enum StmtId : std::size_t {
     put_contact_stmt,
@@ -89,6 +113,16 @@ enum StmtId : std::size_t {
     undelivered_stmt,
     history_stmt,
     mark_read_stmt,
+    seq_ts_stmt,
+    max_outgoing_ts_stmt,
+    set_inbox_stmt,
+    bundle_pending_stmt,
+    add_inbox_value_stmt,
+    list_inbox_values_stmt,
+    delete_bundle_stmt,
+    delete_inbox_kind_stmt,
+    get_declined_stmt,
+    set_declined_stmt,
     get_setting_stmt,
     set_setting_stmt,
     begin_stmt,
@@ -103,10 +137,11 @@ std::string message_select(const char* tail) {
 
 const std::array<std::string, stmt_count>& statement_sql() {
     static const std::array<std::string, stmt_count> sql = {
-        "INSERT INTO contacts(id, name, state, added, last_seen) VALUES(?1, ?2, ?3, ?4, ?5) "
-        "ON CONFLICT(id) DO UPDATE SET name = ?2, state = ?3, added = ?4, last_seen = ?5",
-        "SELECT id, name, state, added, last_seen FROM contacts WHERE id = ?1",
-        "SELECT id, name, state, added, last_seen FROM contacts ORDER BY name, id",
+        "INSERT INTO contacts(id, name, state, added, last_seen, pubkey, request, request_ts) "
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(id) DO UPDATE SET name = ?2, state = ?3, "
+        "added = ?4, last_seen = ?5, pubkey = ?6, request = ?7, request_ts = ?8",
+        std::string("SELECT ") + k_contact_columns + " FROM contacts WHERE id = ?1",
+        std::string("SELECT ") + k_contact_columns + " FROM contacts ORDER BY name, id",
         "DELETE FROM contacts WHERE id = ?1",
         "UPDATE contacts SET last_seen = ?2 WHERE id = ?1",
         "INSERT INTO messages(id, sender, recipient, peer, text, ts, state, outgoing) "
@@ -115,9 +150,22 @@ const std::array<std::string, stmt_count>& statement_sql() {
         message_select("WHERE id = ?1"),
         // The WHERE terms match the partial index messages_outbox exactly.
         message_select("WHERE peer = ?1 AND outgoing = 1 AND state < 2 ORDER BY seq"),
-        message_select("WHERE peer = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"),
-        "UPDATE messages SET state = 3 WHERE peer = ?1 AND outgoing = 0 AND seq <= ?2 AND state < 3 "
-        "RETURNING seq, id",
+        // Conversation order: the sender's clock, then arrival (messages_by_time).
+        message_select("WHERE peer = ?1 AND (ts, seq) < (?2, ?3) ORDER BY ts DESC, seq DESC LIMIT ?4"),
+        "UPDATE messages SET state = 3 WHERE peer = ?1 AND outgoing = 0 AND (ts, seq) <= (?2, ?3) "
+        "AND state < 3 RETURNING seq, id",
+        "SELECT ts FROM messages WHERE seq = ?1",
+        "SELECT coalesce(max(ts), 0) FROM messages WHERE outgoing = 1",
+        "UPDATE messages SET inbox = ?2 WHERE id = ?1",
+        "SELECT count(*) FROM messages WHERE inbox = ?1 AND state < 2",
+        "INSERT OR REPLACE INTO inbox_out(value_id, peer, bundle, kind, created, data) "
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+        "SELECT value_id, peer, bundle, kind, created, data FROM inbox_out ORDER BY created, value_id",
+        "DELETE FROM inbox_out WHERE bundle = ?1",
+        "DELETE FROM inbox_out WHERE peer = ?1 AND kind = ?2",
+        "SELECT request_ts FROM declined WHERE id = ?1",
+        "INSERT INTO declined(id, request_ts) VALUES(?1, ?2) ON CONFLICT(id) DO UPDATE SET request_ts = "
+        "max(request_ts, ?2)",
         "SELECT value FROM settings WHERE key = ?1",
         "INSERT INTO settings(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
         "BEGIN IMMEDIATE",
@@ -169,7 +217,9 @@ private:
 };
 
 int bind_one(sqlite3_stmt* s, int i, std::span<const std::uint8_t> blob) {
-    return sqlite3_bind_blob64(s, i, blob.data(), blob.size(), SQLITE_STATIC);
+    // A null data pointer would bind SQL NULL; an empty span is x''.
+    static const std::uint8_t empty = 0;
+    return sqlite3_bind_blob64(s, i, blob.data() ? blob.data() : &empty, blob.size(), SQLITE_STATIC);
 }
 int bind_one(sqlite3_stmt* s, int i, std::string_view text) {
     // A null data pointer would bind SQL NULL; an empty string_view is "".
@@ -354,6 +404,10 @@ struct Store::Impl {
         c.state = static_cast<ContactState>(state);
         c.added = sqlite3_column_int64(s, 3);
         c.last_seen = sqlite3_column_int64(s, 4);
+        auto key = column_blob(s, 5);
+        c.pubkey.assign(key.begin(), key.end());
+        c.request = column_text(s, 6);
+        c.request_ts = sqlite3_column_int64(s, 7);
         return c;
     }
 
@@ -373,6 +427,7 @@ struct Store::Impl {
         m.ts = sqlite3_column_int64(s, 5);
         m.state = static_cast<MessageState>(state);
         m.outgoing = sqlite3_column_int64(s, 7) != 0;
+        m.inbox = static_cast<std::uint64_t>(sqlite3_column_int64(s, 8));
         return m;
     }
 
@@ -387,6 +442,22 @@ struct Store::Impl {
         }
         if (rc != SQLITE_DONE) return error(rc, what);
         return out;
+    }
+
+    // One int64 column of the first row, or nullopt for no row.
+    template <class... Args>
+    Result<std::optional<std::int64_t>> scalar(StmtId id, std::string_view what, const Args&... args) {
+        auto st = use(id);
+        if (!st) return st.error();
+        int rc = bind_all(st->get(), args...);
+        if (rc == SQLITE_OK) rc = sqlite3_step(st->get());
+        if (rc == SQLITE_DONE) return std::optional<std::int64_t>();
+        if (rc != SQLITE_ROW) return error(rc, what);
+        return std::optional<std::int64_t>(sqlite3_column_int64(st->get(), 0));
+    }
+
+    Result<std::optional<std::int64_t>> ts_of(std::int64_t seq) {
+        return scalar(seq_ts_stmt, "reading a message's time", seq);
     }
 
     Result<void> migrate();
@@ -511,7 +582,8 @@ Result<std::unique_ptr<Store>> Store::open(const std::filesystem::path& file, Sy
 
 Result<void> Store::put_contact(const ContactRecord& c) {
     return m_impl->run(put_contact_stmt, "saving a contact", std::span<const std::uint8_t>(c.id.bytes),
-                       std::string_view(c.name), static_cast<std::int64_t>(c.state), c.added, c.last_seen);
+                       std::string_view(c.name), static_cast<std::int64_t>(c.state), c.added, c.last_seen,
+                       std::span<const std::uint8_t>(c.pubkey), std::string_view(c.request), c.request_ts);
 }
 
 Result<std::optional<ContactRecord>> Store::get_contact(const UserId& id) {
@@ -590,11 +662,17 @@ Result<std::vector<MessageRecord>> Store::history(const UserId& peer, std::size_
                                                   std::optional<std::int64_t> before_seq) {
     limit = std::min(limit, k_history_cap);
     if (limit == 0) return std::vector<MessageRecord>();
+    constexpr auto k_max = std::numeric_limits<std::int64_t>::max();
+    std::int64_t before_ts = k_max;
+    if (before_seq) {
+        auto ts = m_impl->ts_of(*before_seq);
+        if (!ts) return ts.error();
+        before_ts = ts->value_or(k_max);
+    }
     auto st = m_impl->use(history_stmt);
     if (!st) return st.error();
-    int rc = bind_all(st->get(), std::span<const std::uint8_t>(peer.bytes),
-                      before_seq.value_or(std::numeric_limits<std::int64_t>::max()),
-                      static_cast<std::int64_t>(limit));
+    int rc = bind_all(st->get(), std::span<const std::uint8_t>(peer.bytes), before_ts,
+                      before_seq.value_or(k_max), static_cast<std::int64_t>(limit));
     if (rc != SQLITE_OK) return m_impl->error(rc, "reading history");
     auto out = m_impl->collect<MessageRecord>(st->get(), &Impl::read_message, "reading history");
     if (out) std::reverse(out->begin(), out->end());  // selected newest first
@@ -602,9 +680,12 @@ Result<std::vector<MessageRecord>> Store::history(const UserId& peer, std::size_
 }
 
 Result<std::vector<MessageId>> Store::mark_read_until(const UserId& peer, std::int64_t seq) {
+    auto ts = m_impl->ts_of(seq);
+    if (!ts) return ts.error();
+    if (!ts->has_value()) return std::vector<MessageId>();
     auto st = m_impl->use(mark_read_stmt);
     if (!st) return st.error();
-    int rc = bind_all(st->get(), std::span<const std::uint8_t>(peer.bytes), seq);
+    int rc = bind_all(st->get(), std::span<const std::uint8_t>(peer.bytes), **ts, seq);
     if (rc != SQLITE_OK) return m_impl->error(rc, "marking messages read");
     // RETURNING yields rows in no particular order; report them by seq.
     std::vector<std::pair<std::int64_t, MessageId>> rows;
@@ -619,6 +700,75 @@ Result<std::vector<MessageId>> Store::mark_read_until(const UserId& peer, std::i
     out.reserve(rows.size());
     for (auto& r : rows) out.push_back(r.second);
     return out;
+}
+
+Result<std::int64_t> Store::max_outgoing_ts() {
+    auto v = m_impl->scalar(max_outgoing_ts_stmt, "reading the newest message time");
+    if (!v) return v.error();
+    return v->value_or(0);
+}
+
+Result<void> Store::set_message_inbox(const MessageId& id, std::uint64_t bundle) {
+    return m_impl->run(set_inbox_stmt, "recording a message's inbox copy", std::span<const std::uint8_t>(id.bytes),
+                       static_cast<std::int64_t>(bundle));
+}
+
+Result<std::size_t> Store::bundle_pending(std::uint64_t bundle) {
+    auto v = m_impl->scalar(bundle_pending_stmt, "counting undelivered messages of an inbox bundle",
+                            static_cast<std::int64_t>(bundle));
+    if (!v) return v.error();
+    return static_cast<std::size_t>(v->value_or(0));
+}
+
+// ---- inbox values we keep putting ----
+
+Result<void> Store::add_inbox_value(const InboxValueRecord& v) {
+    return m_impl->run(add_inbox_value_stmt, "saving an inbox value", static_cast<std::int64_t>(v.value_id),
+                       std::span<const std::uint8_t>(v.peer.bytes), static_cast<std::int64_t>(v.bundle),
+                       static_cast<std::int64_t>(v.kind), v.created, std::span<const std::uint8_t>(v.data));
+}
+
+Result<std::vector<InboxValueRecord>> Store::inbox_values() {
+    auto st = m_impl->use(list_inbox_values_stmt);
+    if (!st) return st.error();
+    std::vector<InboxValueRecord> out;
+    int rc;
+    while ((rc = sqlite3_step(st->get())) == SQLITE_ROW) {
+        InboxValueRecord v;
+        auto peer = UserId::from_bytes(column_blob(st->get(), 1));
+        auto kind = sqlite3_column_int64(st->get(), 3);
+        if (!peer || kind < 0 || kind > static_cast<int>(InboxKind::receipts)) return m_impl->bad_row("inbox");
+        v.value_id = static_cast<std::uint64_t>(sqlite3_column_int64(st->get(), 0));
+        v.peer = *peer;
+        v.bundle = static_cast<std::uint64_t>(sqlite3_column_int64(st->get(), 2));
+        v.kind = static_cast<InboxKind>(kind);
+        v.created = sqlite3_column_int64(st->get(), 4);
+        auto data = column_blob(st->get(), 5);
+        v.data.assign(data.begin(), data.end());
+        out.push_back(std::move(v));
+    }
+    if (rc != SQLITE_DONE) return m_impl->error(rc, "reading inbox values");
+    return out;
+}
+
+Result<void> Store::remove_inbox_bundle(std::uint64_t bundle) {
+    return m_impl->run(delete_bundle_stmt, "removing an inbox bundle", static_cast<std::int64_t>(bundle));
+}
+
+Result<void> Store::remove_inbox_kind(const UserId& peer, InboxKind kind) {
+    return m_impl->run(delete_inbox_kind_stmt, "removing inbox values", std::span<const std::uint8_t>(peer.bytes),
+                       static_cast<std::int64_t>(kind));
+}
+
+// ---- declined contact requests ----
+
+Result<std::optional<std::int64_t>> Store::declined_until(const UserId& id) {
+    return m_impl->scalar(get_declined_stmt, "reading a declined request", std::span<const std::uint8_t>(id.bytes));
+}
+
+Result<void> Store::set_declined(const UserId& id, std::int64_t request_ts) {
+    return m_impl->run(set_declined_stmt, "recording a declined request", std::span<const std::uint8_t>(id.bytes),
+                       request_ts);
 }
 
 // ---- settings ----

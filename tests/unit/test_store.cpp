@@ -1,5 +1,6 @@
 #include "juice/node/store.hpp"
 
+#include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -110,10 +111,10 @@ TEST_CASE("store: contacts insert, replace, list order, remove, survive reopen")
     TempDir dir;
     auto file = dir.path() / "juice.db";
     // Ids chosen so that id order, name order and insertion order all differ.
-    ContactRecord alice1{user_id(3), "alice", ContactState::pending_out, 100, 0};
-    ContactRecord alice2{user_id(1), "alice", ContactState::pending_in, 300, 0};  // same name
-    ContactRecord bob{user_id(2), "Bob", ContactState::mutual, 200, 250};
-    ContactRecord zed{user_id(0), "zed", ContactState::blocked, 400, 0};
+    ContactRecord alice1{user_id(3), "alice", ContactState::pending_out, 100, 0, {}, "hi", 90};
+    ContactRecord alice2{user_id(1), "alice", ContactState::pending_in, 300, 0, {}, "", 0};  // same name
+    ContactRecord bob{user_id(2), "Bob", ContactState::mutual, 200, 250, {0x30, 0x82, 0x00}, "", 7};
+    ContactRecord zed{user_id(0), "zed", ContactState::blocked, 400, 0, {}, "", 0};
     auto store = open_store(file);
 
     CHECK_FALSE(must(store->get_contact(alice1.id)).has_value());
@@ -147,7 +148,7 @@ TEST_CASE("store: removing a contact keeps its message history") {
     TempDir dir;
     People p;
     auto store = open_store(dir.path() / "juice.db");
-    must(store->put_contact({p.alice, "alice", ContactState::mutual, 1, 0}));
+    must(store->put_contact({p.alice, "alice", ContactState::mutual, 1, 0, {}, "", 0}));
     auto m = message(p.alice, p.me, false, "hi");
     CHECK(must(store->add_message(m)));
     must(store->remove_contact(p.alice));
@@ -451,13 +452,13 @@ TEST_CASE("store: a schema written by a newer juice is refused as too_new") {
         auto m = message(p.me, p.alice, true, "x");
         REQUIRE(must(store->add_message(m)));
     }
-    patch_header_u32(file, 60, 2);  // user_version
+    patch_header_u32(file, 60, 99);  // user_version
     auto r = Store::open(file);
     REQUIRE_FALSE(r);
     CHECK(r.error().code == store_errc::too_new);
     CHECK_THAT(r.error().what(), Catch::Contains("newer"));
 
-    patch_header_u32(file, 60, 1);  // back to the current version: opens again
+    patch_header_u32(file, 60, 2);  // back to the current version: opens again
     auto store = open_store(file);
     CHECK(must(store->history(p.alice, 10)).size() == 1);
 }
@@ -476,7 +477,7 @@ TEST_CASE("store: text with NUL bytes, unicode and 64 KiB round trips") {
         REQUIRE(must(store->add_message(m)));
         stored.push_back(m);
     }
-    must(store->put_contact({p.alice, std::string("al\0ice 🎉", 10), ContactState::blocked, 1, 2}));
+    must(store->put_contact({p.alice, std::string("al\0ice 🎉", 10), ContactState::blocked, 1, 2, {}, "", 0}));
     store.reset();
     store = open_store(file, Store::Sync::normal);
     for (auto& m : stored) CHECK(must(store->get_message(m.id)) == m);
@@ -496,4 +497,123 @@ TEST_CASE("store: state names round trip") {
     CHECK_FALSE(message_state_from_string(""));
     CHECK(make_error_code(store_errc::too_new).message().find("newer") != std::string::npos);
     CHECK(std::string(store_error_category().name()) == "juice.store");
+}
+
+TEST_CASE("store: history is in conversation order: the sender's clock, then arrival") {
+    TempDir dir;
+    auto store = open_store(dir.path() / "juice.db");
+    People p;
+    auto a = message(p.me, p.alice, true, "mine at 10", 10);
+    auto b = message(p.alice, p.me, false, "theirs at 30", 30);
+    auto late = message(p.alice, p.me, false, "theirs at 20, arrived last", 20);
+    auto tie = message(p.me, p.alice, true, "mine at 30, after theirs", 30);
+    for (auto* m : {&a, &b, &late, &tie}) REQUIRE(must(store->add_message(*m)));
+    CHECK(texts(must(store->history(p.alice, 10))) ==
+          std::vector<std::string>{"mine at 10", "theirs at 20, arrived last", "theirs at 30", "mine at 30, after theirs"});
+    // Paging by the seq of a page's first message follows the same order.
+    auto last2 = must(store->history(p.alice, 2));
+    CHECK(texts(last2) == std::vector<std::string>{"theirs at 30", "mine at 30, after theirs"});
+    CHECK(texts(must(store->history(p.alice, 10, last2.front().seq))) ==
+          std::vector<std::string>{"mine at 10", "theirs at 20, arrived last"});
+    // Reading up to the late message marks only what comes before it in that order.
+    CHECK(must(store->mark_read_until(p.alice, late.seq)) == std::vector<MessageId>{late.id});
+    CHECK(must(store->max_outgoing_ts()) == 30);
+}
+
+TEST_CASE("store: inbox values are kept per bundle and kind until removed") {
+    TempDir dir;
+    auto file = dir.path() / "juice.db";
+    People p;
+    {
+        auto store = open_store(file);
+        InboxValueRecord v1{11, p.alice, 100, InboxKind::messages, 5, {1, 2, 3}};
+        InboxValueRecord v2{12, p.alice, 100, InboxKind::messages, 5, {4}};
+        InboxValueRecord v3{13, p.alice, 200, InboxKind::acks, 6, {5}};
+        InboxValueRecord v4{0xfedcba9876543210ULL, p.bob, 300, InboxKind::control, 7, {6}};
+        for (auto* v : {&v1, &v2, &v3, &v4}) must(store->add_inbox_value(*v));
+        auto m1 = message(p.me, p.alice, true, "one");
+        auto m2 = message(p.me, p.alice, true, "two");
+        REQUIRE(must(store->add_message(m1)));
+        REQUIRE(must(store->add_message(m2)));
+        must(store->set_message_inbox(m1.id, 100));
+        must(store->set_message_inbox(m2.id, 100));
+        CHECK(must(store->bundle_pending(100)) == 2);
+        must(store->advance_message(m1.id, MessageState::delivered));
+        CHECK(must(store->bundle_pending(100)) == 1);
+        CHECK(must(store->undelivered_to(p.alice)).front().inbox == 100);
+    }
+    auto store = open_store(file);  // survives a reopen, 64-bit ids intact
+    auto all = must(store->inbox_values());
+    REQUIRE(all.size() == 4);
+    CHECK(all[3].value_id == 0xfedcba9876543210ULL);
+    CHECK(all[3].kind == InboxKind::control);
+    CHECK(all[0].data == Bytes{1, 2, 3});
+    must(store->remove_inbox_kind(p.alice, InboxKind::acks));
+    must(store->remove_inbox_bundle(100));
+    all = must(store->inbox_values());
+    REQUIRE(all.size() == 1);
+    CHECK(all[0].peer == p.bob);
+}
+
+TEST_CASE("store: declined requests remember the newest declined time") {
+    TempDir dir;
+    auto store = open_store(dir.path() / "juice.db");
+    People p;
+    CHECK_FALSE(must(store->declined_until(p.alice)).has_value());
+    must(store->set_declined(p.alice, 50));
+    must(store->set_declined(p.alice, 40));  // never goes back
+    CHECK(must(store->declined_until(p.alice)) == std::optional<std::int64_t>(50));
+}
+
+TEST_CASE("store: a version 1 database is migrated with its data intact") {
+    TempDir dir;
+    auto file = dir.path() / "juice.db";
+    People p;
+    {
+        // The schema as juice 0.1.0 wrote it, with one contact and one message.
+        sqlite3* raw = nullptr;
+        REQUIRE(sqlite3_open(file.c_str(), &raw) == SQLITE_OK);
+        std::unique_ptr<sqlite3, decltype(&sqlite3_close)> db(raw, &sqlite3_close);
+        const char* v1 = R"sql(
+PRAGMA journal_mode = WAL;
+CREATE TABLE contacts(id BLOB PRIMARY KEY NOT NULL, name TEXT NOT NULL, state INTEGER NOT NULL,
+    added INTEGER NOT NULL, last_seen INTEGER NOT NULL);
+CREATE TABLE messages(seq INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB UNIQUE NOT NULL, sender BLOB NOT NULL,
+    recipient BLOB NOT NULL, peer BLOB NOT NULL, text TEXT NOT NULL, ts INTEGER NOT NULL, state INTEGER NOT NULL,
+    outgoing INTEGER NOT NULL);
+CREATE INDEX messages_by_peer ON messages(peer, seq);
+CREATE INDEX messages_outbox ON messages(peer, seq) WHERE outgoing = 1 AND state < 2;
+CREATE TABLE settings(key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
+PRAGMA user_version = 1;
+PRAGMA application_id = 1786079587;
+)sql";
+        REQUIRE(sqlite3_exec(db.get(), v1, nullptr, nullptr, nullptr) == SQLITE_OK);
+        sqlite3_stmt* st = nullptr;
+        REQUIRE(sqlite3_prepare_v2(db.get(), "INSERT INTO contacts VALUES(?1, 'alice', 2, 5, 6)", -1, &st,
+                                   nullptr) == SQLITE_OK);
+        sqlite3_bind_blob(st, 1, p.alice.bytes.data(), static_cast<int>(p.alice.bytes.size()), SQLITE_STATIC);
+        REQUIRE(sqlite3_step(st) == SQLITE_DONE);
+        sqlite3_finalize(st);
+        auto m = MessageId::random();
+        REQUIRE(sqlite3_prepare_v2(db.get(), "INSERT INTO messages VALUES(NULL, ?1, ?2, ?3, ?3, 'old', 77, 1, 1)",
+                                   -1, &st, nullptr) == SQLITE_OK);
+        sqlite3_bind_blob(st, 1, m.bytes.data(), static_cast<int>(m.bytes.size()), SQLITE_STATIC);
+        sqlite3_bind_blob(st, 2, p.me.bytes.data(), static_cast<int>(p.me.bytes.size()), SQLITE_STATIC);
+        sqlite3_bind_blob(st, 3, p.alice.bytes.data(), static_cast<int>(p.alice.bytes.size()), SQLITE_STATIC);
+        REQUIRE(sqlite3_step(st) == SQLITE_DONE);
+        sqlite3_finalize(st);
+    }
+    auto store = open_store(file);
+    auto c = must(store->get_contact(p.alice));
+    REQUIRE(c.has_value());
+    CHECK(c->name == "alice");
+    CHECK(c->state == ContactState::mutual);
+    CHECK(c->pubkey.empty());
+    CHECK(c->request.empty());
+    auto h = must(store->history(p.alice, 10));
+    REQUIRE(h.size() == 1);
+    CHECK(h[0].text == "old");
+    CHECK(h[0].inbox == 0);
+    CHECK(must(store->undelivered_to(p.alice)).size() == 1);
+    CHECK(must(store->inbox_values()).empty());
 }

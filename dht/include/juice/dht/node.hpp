@@ -32,6 +32,24 @@ namespace juice::dht {
 inline constexpr std::uint16_t k_presence_type_id = 0x4a50;  // "JP"
 inline constexpr std::chrono::minutes k_presence_lifetime{5};
 
+// Inbox values: mail for a user who may be offline, stored at
+// inbox_key_name(recipient). The payload is signed by the sender, bound to
+// the recipient and encrypted to the recipient's key (OpenDHT's
+// Value::encrypt), and the cypher text travels as the data of an *unsigned*
+// value of this type: storage nodes learn neither sender nor content, and
+// juice nodes keep it k_inbox_lifetime (stock nodes 10 minutes) after the
+// last put. (putEncrypted values would always be type 0, 10 minutes.)
+inline constexpr std::uint16_t k_inbox_type_id = 0x4a49;  // "JI"
+inline constexpr std::chrono::hours k_inbox_lifetime{72};
+inline constexpr std::size_t k_max_inbox_payload = 60 * 1024;  // sealed, it stays under OpenDHT's 64 KiB
+
+// One inbox value as put on the DHT. Re-putting the same bytes refreshes its
+// lifetime on the storage nodes without new crypto work.
+struct SealedValue {
+    std::uint64_t id = 0;  // OpenDHT value id
+    Bytes data;            // the cypher text
+};
+
 struct DhtInfo {
     std::string state;      // "disconnected" | "connecting" | "connected"
     std::size_t nodes = 0;  // good nodes in the routing tables (v4 + v6)
@@ -54,6 +72,10 @@ public:
         // Called on an OpenDHT thread for every received datagram before
         // OpenDHT parses it; return false to drop it. Empty = accept all.
         std::function<bool(std::span<const std::uint8_t>, const std::string& from)> packet_filter;
+        // Called on the loop whenever a user's public key (DER) is learned for
+        // the first time: from a signed presence record, an inbox value or a
+        // certificate lookup. The daemon stores it to seal mail later.
+        std::function<void(const UserId&, const Bytes& der)> on_key;
     };
 
     explicit DhtNode(Options options);
@@ -78,6 +100,28 @@ public:
     std::uint64_t watch_presence(const UserId& user, std::function<void(const PresenceRecord&)> on_record,
                                  std::function<void()> on_expired = {});
     void unwatch(std::uint64_t token);
+
+    // ---- inbox ----------------------------------------------------------
+
+    // Keys used to seal inbox values. remember_key takes a DER public key the
+    // caller stored earlier; it is ignored unless its id is `user`.
+    bool remember_key(const UserId& user, std::span<const std::uint8_t> der);
+    bool knows_key(const UserId& user) const;
+    // Finds `user`'s public key: the cache, else the certificate OpenDHT
+    // announces at the user's id. `done(found)` runs on the loop.
+    void find_key(const UserId& user, std::function<void(bool found)> done);
+
+    // Signs `payload` (<= k_max_inbox_payload), binds it to `to` and
+    // encrypts it to `to`'s key (errc::no_key if unknown: find_key first).
+    // CPU-bound (one RSA signature): call it for bundles, not per message.
+    Result<SealedValue> seal_inbox(const UserId& to, std::span<const std::uint8_t> payload);
+    // Stores (or refreshes) a sealed value in `to`'s inbox. `done(ok)` runs
+    // on the loop (ok = at least one node stored it).
+    void put_inbox(const UserId& to, const SealedValue& value, std::function<void(bool ok)> done = {});
+    // Listens to our own inbox (current values and new ones). `on_item` runs
+    // on the loop once per distinct value that decrypts, is signed by its
+    // sender and is addressed to us; everything else is dropped.
+    void watch_inbox(std::function<void(const UserId& from, Bytes payload)> on_item);
 
     // Publishes `final_record` (typically status "offline") without keeping
     // it alive, waits up to `timeout` for it to be stored, saves the node

@@ -32,6 +32,9 @@ enum class errc {
     stale,          // older than a record already seen (replay)
     not_running,    // the DHT node is not started
     start_failed,   // could not bind or start the DHT node
+    no_key,         // an inbox recipient's public key is unknown
+    too_large,      // an inbox payload over k_max_inbox_payload
+    seal_failed,    // encryption or signing of an inbox value failed
 };
 const std::error_category& error_category() noexcept;
 inline std::error_code make_error_code(errc e) noexcept {
@@ -63,6 +66,8 @@ Result<PresenceRecord> decode_presence(std::span<const std::uint8_t> data);
 
 // "juice:presence:<hex id>" (the string hashed into the DHT key).
 std::string presence_key_name(const UserId& id);
+// The key of a user's inbox: "juice:inbox:<40 hex>".
+std::string inbox_key_name(const UserId& id);
 
 }  // namespace juice::dht
 

@@ -36,6 +36,17 @@ struct Config {
     std::chrono::milliseconds reconnect_min{500};    // first retry after a failed dial
     std::chrono::milliseconds reconnect_max{60000};  // backoff cap
 
+    // Offline delivery through the DHT inbox (docs/DESIGN.md "Inbox").
+    // Without a link, queued messages go to the contact's inbox after
+    // inbox_delay_offline when its presence says offline, or after
+    // inbox_delay_online when it looks online (a link is probably coming).
+    std::chrono::milliseconds inbox_delay_offline{100};
+    std::chrono::milliseconds inbox_delay_online{3000};
+    std::chrono::milliseconds inbox_ack_delay{300};  // batches acks and receipts sent through the inbox
+    std::chrono::milliseconds inbox_refresh{240000};  // re-put of undelivered inbox values (stock nodes keep 10 min)
+    std::chrono::hours inbox_retention{24 * 30};  // messages and requests are re-put this long at most
+    std::chrono::hours receipt_retention{72};     // acks and read receipts: this long, or until a link
+
     // Storage
     // normal: WAL without an fsync per commit; survives a crash of juiced
     // (kill -9) and costs ~0.2 ms a commit here. full: an fsync per commit

@@ -26,6 +26,8 @@ inline constexpr std::size_t k_max_frame_size = 256 * 1024;
 inline constexpr std::size_t k_max_text_bytes = 64 * 1024;  // message body cap
 inline constexpr std::size_t k_max_name_bytes = 64;
 inline constexpr std::size_t k_max_note_bytes = 256;
+inline constexpr std::size_t k_max_request_bytes = 1024;  // contact request message
+inline constexpr std::size_t k_max_receipt_ids = 512;
 
 enum class frame_errc {
     oversized = 1,  // length prefix above k_max_frame_size, or zero
@@ -69,13 +71,33 @@ struct ByeFrame {        // clean shutdown or removal; peer shows us offline
     std::string reason;  // "shutdown", "removed"; <= 64 bytes
     bool operator==(const ByeFrame&) const = default;
 };
+// A contact request (sent through the recipient's DHT inbox, since no link
+// forms before both sides list each other).
+struct RequestFrame {
+    std::string name;     // the requester's display name, <= k_max_name_bytes
+    std::string message;  // "hi, it's Alice", <= k_max_request_bytes
+    std::int64_t ts = 0;  // when the request was made (Unix ms): tells a newer request from a repeat
+    bool operator==(const RequestFrame&) const = default;
+};
+struct AnswerFrame {  // the answer to a RequestFrame
+    bool accept = false;
+    bool operator==(const AnswerFrame&) const = default;
+};
+struct ReceiptFrame {  // the receiver read these messages
+    std::vector<MessageId> ids;  // 1..k_max_receipt_ids
+    bool operator==(const ReceiptFrame&) const = default;
+};
+struct TypingFrame {  // the sender is typing (expires by itself after ~10 s)
+    bool typing = false;
+    bool operator==(const TypingFrame&) const = default;
+};
 struct UnknownFrame {  // a type this version does not know: skip it
     std::string type;
     bool operator==(const UnknownFrame&) const = default;
 };
 
-using Frame =
-    std::variant<HelloFrame, MessageFrame, AckFrame, PresenceFrame, KeepaliveFrame, ByeFrame, UnknownFrame>;
+using Frame = std::variant<HelloFrame, MessageFrame, AckFrame, PresenceFrame, KeepaliveFrame, ByeFrame,
+                           RequestFrame, AnswerFrame, ReceiptFrame, TypingFrame, UnknownFrame>;
 
 // Length prefix + msgpack body. UnknownFrame cannot be encoded (returns empty).
 Bytes encode_frame(const Frame& frame);

@@ -48,6 +48,9 @@ struct ContactRecord {
     ContactState state = ContactState::pending_out;
     std::int64_t added = 0;      // Unix ms
     std::int64_t last_seen = 0;  // Unix ms, 0 = never
+    Bytes pubkey;                // their public key (DER), empty until learned
+    std::string request;         // pending_in: the message of their request
+    std::int64_t request_ts = 0;  // the request's time (theirs if pending_in, ours if pending_out)
     bool operator==(const ContactRecord&) const = default;
 };
 
@@ -60,7 +63,26 @@ struct MessageRecord {
     MessageState state = MessageState::queued;
     bool outgoing = false;  // written by this user
     std::int64_t seq = 0;   // local insertion order; set by the store
+    std::uint64_t inbox = 0;  // outgoing: the inbox bundle carrying a copy (0 = none)
     bool operator==(const MessageRecord&) const = default;
+};
+
+// What an inbox bundle carries; decides how long we keep putting it.
+enum class InboxKind {
+    messages = 0,  // until every message in it is delivered
+    control = 1,   // a contact request or answer: until answered / linked
+    acks = 2,      // acks of messages that came through our inbox: until a link is up
+    receipts = 3,  // read receipts: until receipt_retention
+};
+
+// One sealed DHT value we keep (re-)putting into a peer's inbox.
+struct InboxValueRecord {
+    std::uint64_t value_id = 0;
+    UserId peer;
+    std::uint64_t bundle = 0;
+    InboxKind kind = InboxKind::messages;
+    std::int64_t created = 0;  // Unix ms
+    Bytes data;                // sealed bytes, put as they are
 };
 
 class Store {
@@ -88,13 +110,31 @@ public:
     Result<std::optional<MessageRecord>> get_message(const MessageId& id);
     // Outgoing messages to `to` not yet delivered (queued or sent), oldest first.
     Result<std::vector<MessageRecord>> undelivered_to(const UserId& to);
-    // The conversation with `peer` (messages from or to it): the newest
-    // `limit` with seq < before_seq (if given), returned oldest first.
+    // The conversation with `peer` (messages from or to it), in conversation
+    // order: by the sender's timestamp, then by seq. The newest `limit`
+    // before the message with seq `before_seq` (if given), oldest first.
     Result<std::vector<MessageRecord>> history(const UserId& peer, std::size_t limit,
                                                std::optional<std::int64_t> before_seq = std::nullopt);
-    // Marks incoming messages from `peer` up to and including seq as read;
-    // returns the ids that changed.
+    // Marks incoming messages from `peer` up to and including the message
+    // with this seq (in conversation order) as read; returns the ids that
+    // changed.
     Result<std::vector<MessageId>> mark_read_until(const UserId& peer, std::int64_t seq);
+    // The newest timestamp of an outgoing message (0 if none).
+    Result<std::int64_t> max_outgoing_ts();
+    Result<void> set_message_inbox(const MessageId& id, std::uint64_t bundle);
+    // Outgoing messages of this bundle not yet delivered.
+    Result<std::size_t> bundle_pending(std::uint64_t bundle);
+
+    // Inbox values we keep putting, oldest first.
+    Result<void> add_inbox_value(const InboxValueRecord& v);
+    Result<std::vector<InboxValueRecord>> inbox_values();
+    Result<void> remove_inbox_bundle(std::uint64_t bundle);
+    Result<void> remove_inbox_kind(const UserId& peer, InboxKind kind);
+
+    // Declined contact requests: requests from `id` made at or before
+    // request_ts are not shown again.
+    Result<std::optional<std::int64_t>> declined_until(const UserId& id);
+    Result<void> set_declined(const UserId& id, std::int64_t request_ts);
 
     // Settings (small key/value strings)
     Result<std::optional<std::string>> get_setting(std::string_view key);
