@@ -173,6 +173,7 @@ int main(int argc, char** argv) {
     std::string sync = "normal";
     std::uint16_t dht_port = 0, link_port = 0;
     bool no_lan = false;
+    unsigned inbox_refresh_s = 240;
 
     app.set_version_flag("--version", std::string("juiced ") + juice::node::k_version);
     app.add_option("--data-dir", data_dir, "identity, database and node cache")->capture_default_str();
@@ -195,6 +196,11 @@ int main(int argc, char** argv) {
                    "loss; slower)")
         ->check(CLI::IsMember({"full", "normal"}))
         ->capture_default_str();
+    app.add_option("--inbox-refresh", inbox_refresh_s,
+                   "seconds between re-puts of undelivered mail in contacts' DHT inboxes (stock DHT nodes keep "
+                   "it 10 minutes)")
+        ->check(CLI::Range(1u, 540u))
+        ->capture_default_str();
     app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
         ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
         ->capture_default_str();
@@ -213,6 +219,7 @@ int main(int argc, char** argv) {
     cfg.dht_port = dht_port;
     cfg.link_port = link_port;
     cfg.lan_discovery = !no_lan;
+    cfg.inbox_refresh = std::chrono::seconds(inbox_refresh_s);
     cfg.sync = sync == "normal" ? juice::node::Store::Sync::normal : juice::node::Store::Sync::full;
     if (name.empty()) {
         const char* user = std::getenv("USER");

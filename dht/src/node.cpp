@@ -635,6 +635,13 @@ void DhtNode::Impl::listen(WatchEntry& w) {
         return true;
     };
     try {
+        // A get next to the listen: OpenDHT hands a get's values over as each
+        // node answers, while a listen only starts once the search is synced,
+        // which waits out unreachable nodes (e.g. stale entries of the node
+        // cache: ~1 s each). Duplicates are dropped by the replay rule.
+        runner->get(
+            w.key, [cb](const std::vector<std::shared_ptr<odht::Value>>& values) { return cb(values, false); },
+            [](bool) {}, filter);
         w.token = runner->listen(w.key, odht::ValueCallback(std::move(cb)), std::move(filter)).share();
     } catch (const std::exception& e) {
         log->error("could not watch presence of {}: {}", user.hex(), e.what());
@@ -687,10 +694,14 @@ void DhtNode::Impl::listen_inbox() {
         return true;
     };
     try {
-        inbox_token = runner
-                          ->listen(odht::InfoHash::get(inbox_key_name(*self)), odht::ValueCallback(std::move(cb)),
-                                   [](const odht::Value& v) { return v.type == k_inbox_type_id; })
-                          .share();
+        auto key = odht::InfoHash::get(inbox_key_name(*self));
+        auto filter = [](const odht::Value& v) { return v.type == k_inbox_type_id; };
+        // A get as well, for the same reason as for presence: its values
+        // arrive without waiting for the search to sync (first_sight dedups).
+        runner->get(
+            key, [cb](const std::vector<std::shared_ptr<odht::Value>>& values) { return cb(values, false); },
+            [](bool) {}, filter);
+        inbox_token = runner->listen(key, odht::ValueCallback(std::move(cb)), std::move(filter)).share();
     } catch (const std::exception& e) {
         log->error("could not listen to our inbox: {}", e.what());
     }

@@ -703,8 +703,10 @@ struct Daemon::Impl {
 
     // Seals `frames` for `to` as one bundle, records its values (they are
     // re-put until `kind`'s rule says stop) and puts them once the record is
-    // durable. Returns the bundle id, 0 if the key is unknown or sealing failed.
-    std::uint64_t send_bundle(const UserId& to, InboxKind kind, const std::vector<Frame>& frames) {
+    // durable; `stored` runs when a DHT node confirmed every value. Returns
+    // the bundle id, 0 if the key is unknown or sealing failed.
+    std::uint64_t send_bundle(const UserId& to, InboxKind kind, const std::vector<Frame>& frames,
+                              std::function<void()> stored = {}) {
         if (frames.empty() || !dht->knows_key(to)) return 0;
         static thread_local std::mt19937_64 rng{std::random_device{}()};
         std::uint64_t bundle = std::uniform_int_distribution<std::uint64_t>(1)(rng);
@@ -728,16 +730,26 @@ struct Daemon::Impl {
                 spdlog::error("store: {}", r.error().what());
                 return 0;
             }
-        on_commit([this, values = std::move(values)](bool ok) {
+        on_commit([this, values = std::move(values), stored = std::move(stored)](bool ok) {
             if (!ok) return;
-            for (const auto& v : values) put_value(v);
+            auto left = std::make_shared<std::size_t>(values.size());
+            for (const auto& v : values)
+                put_value(v, [left, stored](bool put) {
+                    if (put && *left > 0 && --*left == 0 && stored) stored();
+                });
         });
         return bundle;
     }
 
-    void put_value(const InboxValueRecord& v) {
-        dht->put_inbox(v.peer, dht::SealedValue{v.value_id, v.data}, [peer = v.peer](bool ok) {
-            if (!ok) spdlog::debug("inbox: no DHT node stored a value for {} yet", peer.hex().substr(0, 8));
+    void put_value(const InboxValueRecord& v, std::function<void(bool ok)> done = {}) {
+        static constexpr const char* kinds[] = {"messages", "control", "acks", "receipts"};
+        const char* kind = kinds[static_cast<int>(v.kind)];
+        dht->put_inbox(v.peer, dht::SealedValue{v.value_id, v.data}, [peer = v.peer, kind, done](bool ok) {
+            if (done) done(ok);
+            if (ok)
+                spdlog::debug("inbox: stored a {} value for {}", kind, peer.hex().substr(0, 8));
+            else
+                spdlog::debug("inbox: no DHT node stored a {} value for {} yet", kind, peer.hex().substr(0, 8));
         });
     }
 
@@ -784,13 +796,14 @@ struct Daemon::Impl {
         std::vector<const MessageRecord*> in_bundle;
         std::size_t size = 0;
         auto emit = [&] {
-            auto bundle = send_bundle(p.contact.id, InboxKind::messages, frames);
-            if (bundle) {
-                for (const auto* m : in_bundle) {
-                    (void)store->set_message_inbox(m->id, bundle);
-                    if (m->state == MessageState::queued) advance(m->id, m->to, MessageState::sent);
-                }
-            }
+            // "sent" once a DHT node holds the bundle.
+            std::vector<MessageId> ids;
+            for (const auto* m : in_bundle) ids.push_back(m->id);
+            auto bundle = send_bundle(p.contact.id, InboxKind::messages, frames, [this, ids, to = p.contact.id] {
+                for (const auto& id : ids) advance(id, to, MessageState::sent);
+            });
+            if (bundle)
+                for (const auto& id : ids) (void)store->set_message_inbox(id, bundle);
             frames.clear();
             in_bundle.clear();
             size = 0;
@@ -954,6 +967,7 @@ struct Daemon::Impl {
         if (!bytes) return;
         auto frames = decode_bundle(*bytes);
         if (!frames) return spdlog::debug("inbox: a bundle from {}: {}", from.hex().substr(0, 8), frames.error().what());
+        spdlog::debug("inbox: {} frames from {}", frames->size(), from.hex().substr(0, 8));
         for (const auto& f : *frames) on_inbox_frame(from, f);
     }
 
@@ -1208,6 +1222,7 @@ struct Daemon::Impl {
             if (info.state != last_dht_state) {
                 bool first_connect = last_dht_state != "connected" && info.state == "connected";
                 last_dht_state = info.state;
+                spdlog::debug("dht: {} ({} nodes)", info.state, info.nodes);
                 publish({{"type", "node.state"}, {"dht", dht_json()}});
                 // Now that other nodes know us, republish so the record
                 // carries the public address they see.
