@@ -8,14 +8,25 @@
 //                   online contact (seen by the contact)
 //   message_rtt     messages.send -> delivered event, one at a time
 //   idle_rss        RSS of an idle daemon with N contacts
+//   throughput      pipelined messages.send A -> B, durable and acked: msgs/s
+//                   from the first send to the last delivered, CPU per message
+//   offline_delivery B starts -> a message waiting in its DHT inbox is in its
+//                   history (the sender is offline)
+//   contact_request contacts.add on A -> contact.request event at B
 #include "harness.hpp"
 #include "juice/crypto/ids.hpp"
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <fstream>
+#include <sstream>
 #include <iostream>
 #include <thread>
 
@@ -49,6 +60,65 @@ long rss_kib(int pid) {
     return -1;
 }
 
+// CPU seconds (user + system) a process has used so far.
+double cpu_seconds(int pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto close = stat.rfind(')');
+    if (close == std::string::npos) return 0;
+    std::istringstream rest(stat.substr(close + 2));
+    std::string field;
+    double ticks = 0;
+    for (int i = 3; rest >> field; ++i)
+        if (i == 14 || i == 15) ticks += std::stod(field);
+    return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// Sends `n` messages.send requests pipelined on one raw connection (at most
+// `window` unanswered) and returns when every response arrived.
+void pipeline_sends(const std::filesystem::path& socket, const std::string& to, int n, int window) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", socket.c_str());
+    if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+        throw std::runtime_error("cannot connect to " + socket.string());
+    std::atomic<int> answered{0};
+    std::thread reader([&] {
+        std::string buf(1 << 16, '\0');
+        int errors = 0;
+        while (answered < n) {
+            auto got = ::read(fd, buf.data(), buf.size());
+            if (got <= 0) break;
+            for (ssize_t i = 0; i < got; ++i)
+                if (buf[static_cast<std::size_t>(i)] == '\n') ++answered;
+            if (buf.find("\"error\"") != std::string::npos) ++errors;
+        }
+        if (errors) std::cerr << "bench: some sends failed\n";
+    });
+    std::string batch;
+    for (int i = 0; i < n; ++i) {
+        while (i - answered.load() >= window) std::this_thread::yield();
+        batch += json{{"jsonrpc", "2.0"},
+                      {"id", i},
+                      {"method", "messages.send"},
+                      {"params", {{"to", to}, {"text", "throughput " + std::to_string(i)}}}}
+                     .dump() +
+                 "\n";
+        if (batch.size() > 16384 || i == n - 1) {
+            for (std::size_t off = 0; off < batch.size();) {
+                auto w = ::write(fd, batch.data() + off, batch.size() - off);
+                if (w <= 0) throw std::runtime_error("write to the API failed");
+                off += static_cast<std::size_t>(w);
+            }
+            batch.clear();
+        }
+    }
+    reader.join();
+    ::close(fd);
+    if (answered < n) throw std::runtime_error("the daemon answered only " + std::to_string(answered.load()));
+}
+
 void progress(const std::string& s) {
     std::cerr << "bench: " << s << std::endl;
 }
@@ -57,22 +127,31 @@ void progress(const std::string& s) {
 
 int main(int argc, char** argv) {
     CLI::App app{"juice-bench: latency and footprint of juiced on loopback (JSON on stdout)"};
-    int presence_n = 200, message_n = 1000, cold_n = 5, contacts_n = 100;
-    std::string sync = "normal";
+    int presence_n = 200, message_n = 1000, cold_n = 5, contacts_n = 100, throughput_n = 20000,
+        offline_n = 5, request_n = 20;
+    std::string sync = "normal", log_level = "warn";
+    bool keep = false;
     app.add_option("--presence", presence_n, "presence updates per path")->capture_default_str();
     app.add_option("--messages", message_n, "messages for the round trip")->capture_default_str();
     app.add_option("--cold-starts", cold_n, "cold starts to time")->capture_default_str();
     app.add_option("--contacts", contacts_n, "contacts of the idle daemon")->capture_default_str();
+    app.add_option("--throughput", throughput_n, "messages for the throughput run")->capture_default_str();
+    app.add_option("--offline", offline_n, "offline deliveries to time")->capture_default_str();
+    app.add_option("--requests", request_n, "contact requests to time")->capture_default_str();
     app.add_option("--sync", sync, "juiced --sync mode")
         ->check(CLI::IsMember({"full", "normal"}))
         ->capture_default_str();
+    app.add_option("--log-level", log_level, "juiced --log-level")->capture_default_str();
+    app.add_flag("--keep", keep, "keep the daemons' directories and logs (prints where)");
     CLI11_PARSE(app, argc, argv);
+    if (keep) setenv("JUICE_KEEP_TEST_DIRS", "1", 1);
 
     json out{{"tool", "juice-bench"}, {"sync", sync}};
     try {
         TempDir dir;
         DhtBootstrap boot(random_network_id(), dir.path());
-        std::vector<std::string> args{"--sync", sync, "--log-level", "warn"};
+        if (keep) progress("keeping " + dir.path().string());
+        std::vector<std::string> args{"--sync", sync, "--log-level", log_level};
         Juiced a("alice", dir.path(), boot, args), b("bob", dir.path(), boot, args),
             s("sam", dir.path(), boot, args);
         if (!a.start() || !b.start() || !s.start()) throw std::runtime_error(a.error + b.error + s.error);
@@ -125,6 +204,101 @@ int main(int argc, char** argv) {
             if (ev) rtt.push_back(ms_since(t0));
         }
         out["message_rtt"] = summary(rtt);
+
+        // Throughput: pipelined sends, durable on both sides and acked.
+        progress("throughput: " + std::to_string(throughput_n) + " messages");
+        {
+            double cpu_a0 = cpu_seconds(a.pid()), cpu_b0 = cpu_seconds(b.pid());
+            auto t0 = clk::now();
+            pipeline_sends(a.socket(), b.id(), throughput_n, 2000);
+            double sent_ms = ms_since(t0);
+            bool done = wait_until(
+                [&] {
+                    auto last = a.call("messages.history", {{"with", b.id()}, {"limit", 1}});
+                    return !last.empty() && last[0]["state"] == "delivered";
+                },
+                120s);
+            double total_ms = ms_since(t0);
+            double cpu = cpu_seconds(a.pid()) - cpu_a0 + cpu_seconds(b.pid()) - cpu_b0;
+            // Check: every message stored once on bob's side.
+            std::size_t at_b = 0;
+            std::optional<json> before;
+            for (;;) {
+                json params{{"with", a.id()}, {"limit", 1000}};
+                if (before) params["before"] = *before;
+                auto page = b.call("messages.history", params);
+                at_b += page.size();
+                if (page.size() < 1000) break;
+                before = page[0]["seq"];
+            }
+            out["throughput"] = {{"messages", throughput_n},
+                                 {"all_delivered", done},
+                                 {"stored_at_receiver_total", at_b},
+                                 {"accept_ms", sent_ms},
+                                 {"delivered_ms", total_ms},
+                                 {"messages_per_s", throughput_n / (total_ms / 1000.0)},
+                                 {"cpu_s_both_daemons", cpu},
+                                 {"cpu_us_per_message", cpu * 1e6 / throughput_n}};
+        }
+
+        // Offline delivery: alice writes to bob while he is down, leaves;
+        // bob starts alone and finds it in his inbox.
+        progress("offline delivery");
+        {
+            std::vector<double> lat;
+            for (int i = 0; i < offline_n; ++i) {
+                b.stop();
+                if (!a.running() && !a.start()) throw std::runtime_error(a.error);
+                EventWatcher ea3(a, {"message.state"});
+                auto r = a.call("messages.send", {{"to", b.id()}, {"text", "offline " + std::to_string(i)}});
+                if (!ea3.wait_for([&](const json& e) { return e["msg_id"] == r["msg_id"] && e["state"] == "sent"; },
+                                  20s))
+                    throw std::runtime_error("the message did not reach bob's inbox");
+                a.stop();
+                auto t0 = clk::now();
+                if (!b.start()) throw std::runtime_error(b.error);
+                bool got = wait_until(
+                    [&] {
+                        auto last = b.call("messages.history", {{"with", a.id()}, {"limit", 1}});
+                        return !last.empty() && last[0]["msg_id"] == r["msg_id"];
+                    },
+                    20s);
+                if (got) lat.push_back(ms_since(t0));
+            }
+            out["offline_delivery"] = summary(lat);
+            out["offline_delivery"]["what"] = "bob process start -> message from his DHT inbox in his history";
+            if (!a.running() && !a.start()) throw std::runtime_error(a.error);
+        }
+
+        // Contact request: alice asks sam, sam declines, alice asks again...
+        progress("contact requests");
+        {
+            std::vector<double> lat;
+            int lost = 0;
+            EventWatcher es2(s, {"contact.request"});
+            s.call("contacts.remove", {{"id", a.id()}});
+            a.call("contacts.remove", {{"id", s.id()}});  // sam asked her earlier: start over
+            for (int i = 0; i < request_n; ++i) {
+                auto t0 = clk::now();
+                a.call("contacts.add", {{"id", s.id()}, {"message", "request " + std::to_string(i)}});
+                auto ev = es2.wait_for(
+                    [&](const json& e) { return e["id"] == a.id() && e["message"] == "request " + std::to_string(i); },
+                    20s);
+                if (!ev) {
+                    ++lost;
+                    continue;
+                }
+                lat.push_back(ms_since(t0));
+                s.call("contacts.reject", {{"id", a.id()}});
+                wait_until([&] {
+                    for (auto& c : a.call("contacts.list"))
+                        if (c["id"] == s.id()) return false;
+                    return true;
+                }, 10s);
+            }
+            out["contact_request"] = summary(lat);
+            out["contact_request"]["lost"] = lost;
+        }
 
         // Cold start: bob restarts; alice sees the link come up.
         progress("cold starts");

@@ -741,7 +741,37 @@ struct Daemon::Impl {
         return bundle;
     }
 
-    void put_value(const InboxValueRecord& v, std::function<void(bool ok)> done = {}) {
+    // A DHT node holds a bundle of messages: they are "sent".
+    void bundle_stored(std::uint64_t bundle, const UserId& to) {
+        if (!bundle) return;
+        batch_open();
+        auto ids = store->mark_bundle_sent(bundle);
+        if (!ids) return spdlog::error("store: {}", ids.error().what());
+        on_commit([this, ids = std::move(*ids), to](bool ok) {
+            if (ok)
+                for (const auto& id : ids) emit_message_state(id, to, MessageState::sent);
+        });
+    }
+
+    // Puts one inbox value. A failed put (no node answered: the DHT is still
+    // connecting, or we are offline) is retried twice, 2 s then 8 s later;
+    // after that the periodic refresh takes over.
+    void put_value(const InboxValueRecord& v, std::function<void(bool ok)> done = {}, int attempt = 0) {
+        if (stopping) return;
+        auto retry = [this, v, done, attempt](bool ok) {
+            if (ok || attempt >= 2 || stopping) {
+                if (done) done(ok);
+                return;
+            }
+            auto timer = std::make_shared<asio::steady_timer>(io, seconds(attempt == 0 ? 2 : 8));
+            timer->async_wait([this, timer, v, done, attempt](std::error_code ec) {
+                if (!ec) put_value(v, done, attempt + 1);
+            });
+        };
+        put_value_once(v, std::move(retry));
+    }
+
+    void put_value_once(const InboxValueRecord& v, std::function<void(bool ok)> done) {
         static constexpr const char* kinds[] = {"messages", "control", "acks", "receipts"};
         const char* kind = kinds[static_cast<int>(v.kind)];
         dht->put_inbox(v.peer, dht::SealedValue{v.value_id, v.data}, [peer = v.peer, kind, done](bool ok) {
@@ -797,13 +827,12 @@ struct Daemon::Impl {
         std::size_t size = 0;
         auto emit = [&] {
             // "sent" once a DHT node holds the bundle.
-            std::vector<MessageId> ids;
-            for (const auto* m : in_bundle) ids.push_back(m->id);
-            auto bundle = send_bundle(p.contact.id, InboxKind::messages, frames, [this, ids, to = p.contact.id] {
-                for (const auto& id : ids) advance(id, to, MessageState::sent);
-            });
+            auto bundle_id = std::make_shared<std::uint64_t>(0);
+            auto bundle = send_bundle(p.contact.id, InboxKind::messages, frames,
+                                      [this, bundle_id, to = p.contact.id] { bundle_stored(*bundle_id, to); });
+            *bundle_id = bundle;
             if (bundle)
-                for (const auto& id : ids) (void)store->set_message_inbox(id, bundle);
+                for (const auto* m : in_bundle) (void)store->set_message_inbox(m->id, bundle);
             frames.clear();
             in_bundle.clear();
             size = 0;
@@ -892,7 +921,7 @@ struct Daemon::Impl {
         const auto now = now_ms();
         const auto retention = duration_cast<milliseconds>(cfg.inbox_retention).count();
         const auto receipt_retention = duration_cast<milliseconds>(cfg.receipt_retention).count();
-        std::set<std::uint64_t> dead, live;
+        std::set<std::uint64_t> dead;
         std::set<UserId> requested;  // peers with a stored request
         for (const auto& v : *values) {
             if (dead.count(v.bundle)) continue;
@@ -921,8 +950,12 @@ struct Daemon::Impl {
                 dead.insert(v.bundle);
                 continue;
             }
-            live.insert(v.bundle);
-            put_value(v);
+            if (v.kind == InboxKind::messages)
+                put_value(v, [this, bundle = v.bundle, to = v.peer](bool ok) {
+                    if (ok) bundle_stored(bundle, to);
+                });
+            else
+                put_value(v);
         }
         if (!dead.empty()) {
             batch_open();

@@ -123,6 +123,7 @@ enum StmtId : std::size_t {
     delete_inbox_kind_stmt,
     get_declined_stmt,
     set_declined_stmt,
+    bundle_sent_stmt,
     get_setting_stmt,
     set_setting_stmt,
     begin_stmt,
@@ -166,6 +167,7 @@ const std::array<std::string, stmt_count>& statement_sql() {
         "SELECT request_ts FROM declined WHERE id = ?1",
         "INSERT INTO declined(id, request_ts) VALUES(?1, ?2) ON CONFLICT(id) DO UPDATE SET request_ts = "
         "max(request_ts, ?2)",
+        "UPDATE messages SET state = 1 WHERE inbox = ?1 AND state = 0 RETURNING id",
         "SELECT value FROM settings WHERE key = ?1",
         "INSERT INTO settings(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
         "BEGIN IMMEDIATE",
@@ -718,6 +720,21 @@ Result<std::size_t> Store::bundle_pending(std::uint64_t bundle) {
                             static_cast<std::int64_t>(bundle));
     if (!v) return v.error();
     return static_cast<std::size_t>(v->value_or(0));
+}
+
+Result<std::vector<MessageId>> Store::mark_bundle_sent(std::uint64_t bundle) {
+    auto st = m_impl->use(bundle_sent_stmt);
+    if (!st) return st.error();
+    int rc = bind_all(st->get(), static_cast<std::int64_t>(bundle));
+    if (rc != SQLITE_OK) return m_impl->error(rc, "marking an inbox bundle sent");
+    std::vector<MessageId> out;
+    while ((rc = sqlite3_step(st->get())) == SQLITE_ROW) {
+        auto id = MessageId::from_bytes(column_blob(st->get(), 0));
+        if (!id) return m_impl->bad_row("message");
+        out.push_back(*id);
+    }
+    if (rc != SQLITE_DONE) return m_impl->error(rc, "marking an inbox bundle sent");
+    return out;
 }
 
 // ---- inbox values we keep putting ----

@@ -617,3 +617,24 @@ PRAGMA application_id = 1786079587;
     CHECK(must(store->undelivered_to(p.alice)).size() == 1);
     CHECK(must(store->inbox_values()).empty());
 }
+
+TEST_CASE("store: mark_bundle_sent moves only that bundle's queued messages") {
+    TempDir dir;
+    auto store = open_store(dir.path() / "juice.db");
+    People p;
+    auto q1 = message(p.me, p.alice, true, "q1");
+    auto q2 = message(p.me, p.alice, true, "q2");
+    auto done = message(p.me, p.alice, true, "done", 1000, MessageState::delivered);
+    auto other = message(p.me, p.alice, true, "other bundle");
+    for (auto* m : {&q1, &q2, &done, &other}) REQUIRE(must(store->add_message(*m)));
+    for (auto* m : {&q1, &q2, &done}) must(store->set_message_inbox(m->id, 5));
+    must(store->set_message_inbox(other.id, 6));
+    auto ids = must(store->mark_bundle_sent(5));
+    std::sort(ids.begin(), ids.end());
+    std::vector<MessageId> want{q1.id, q2.id};
+    std::sort(want.begin(), want.end());
+    CHECK(ids == want);
+    CHECK(must(store->get_message(done.id))->state == MessageState::delivered);
+    CHECK(must(store->get_message(other.id))->state == MessageState::queued);
+    CHECK(must(store->mark_bundle_sent(5)).empty());
+}

@@ -122,12 +122,14 @@ std::string Process::log() const {
     return ss.str();
 }
 
-bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout,
+                std::chrono::milliseconds poll) {
     auto deadline = std::chrono::steady_clock::now() + timeout;
     while (true) {
         if (pred()) return true;
-        if (std::chrono::steady_clock::now() >= deadline) return false;
-        std::this_thread::sleep_for(10ms);
+        auto now = std::chrono::steady_clock::now();
+        if (now >= deadline) return false;
+        std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(poll, deadline - now));
     }
 }
 

@@ -61,8 +61,11 @@ private:
     std::filesystem::path m_log;
 };
 
-// Polls `pred` every 10 ms until it returns true or `timeout` passes.
-bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
+// Polls `pred` every `poll` (10 ms by default) until it returns true or
+// `timeout` passes. A longer `poll` suits predicates that are costly to
+// evaluate (e.g. reading a whole message history).
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout,
+                std::chrono::milliseconds poll = 10ms);
 
 // A UDP or TCP port on 127.0.0.1 that was free a moment ago.
 int free_udp_port();

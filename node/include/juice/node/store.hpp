@@ -124,6 +124,8 @@ public:
     Result<void> set_message_inbox(const MessageId& id, std::uint64_t bundle);
     // Outgoing messages of this bundle not yet delivered.
     Result<std::size_t> bundle_pending(std::uint64_t bundle);
+    // Moves the bundle's queued messages to sent; returns their ids.
+    Result<std::vector<MessageId>> mark_bundle_sent(std::uint64_t bundle);
 
     // Inbox values we keep putting, oldest first.
     Result<void> add_inbox_value(const InboxValueRecord& v);
