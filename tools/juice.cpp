@@ -1,10 +1,13 @@
 // juice: the command-line front-end of juiced. Every subcommand is one or a
-// few local API calls (docs/API.md); `watch` and `chat` stream events.
+// few local API calls (docs/API.md); `watch`, `chat` and `notify` stream events.
 //
 // Exit codes: 0 ok, 1 the daemon answered with an error, 2 usage,
-// 3 the daemon is unreachable (not running, not answering, went away).
+// 3 the daemon is unreachable (not running, not answering, went away),
+// 4 no desktop notification service (`juice notify`).
 #include "juice/crypto/contact_uri.hpp"
 #include "juice/node/api_client.hpp"
+#include "notify/desktop.hpp"
+#include "notify/notifier.hpp"
 
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
@@ -32,6 +35,7 @@ constexpr int k_exit_ok = 0;
 constexpr int k_exit_rpc = 1;
 constexpr int k_exit_usage = 2;
 constexpr int k_exit_unreachable = 3;
+constexpr int k_exit_no_notifications = 4;
 
 // Unwinds a subcommand to main(), which prints "error: <message>".
 struct CliError {
@@ -737,6 +741,115 @@ int cmd_chat(Ctx& ctx, const std::string& arg) {
     return k_exit_ok;
 }
 
+struct NotifyFlags {
+    long long window_ms = 400;
+    long long min_interval_ms = 3000;
+    bool dry_run = false;
+};
+
+// Desktop notifications for messages, contact requests and contacts coming
+// online, until juiced goes away or a signal; the rules and the rate limit
+// are juice::notify::Notifier's. The notification service is checked first:
+// without one there is nothing to do.
+int cmd_notify(Ctx& ctx, const NotifyFlags& flags) {
+    namespace jn = juice::notify;
+    using Clock = jn::Clock;
+
+    std::optional<jn::DesktopSink> sink;
+    if (!flags.dry_run) {
+        auto opened = jn::DesktopSink::open("juice", ctx.timeout());
+        if (!opened) {
+            std::cerr << "juice notify: " << opened.error().what() << '\n';
+            return k_exit_no_notifications;
+        }
+        sink.emplace(std::move(opened).value());
+    }
+
+    install_stop_handlers();
+    // Subscribe before reading the list: changes in between are then queued
+    // events, newer than the list, and nothing is missed.
+    ctx.call("events.subscribe",
+             {{"types", {"message.received", "contact.request", "presence", "contact.state"}}});
+    jn::Notifier notifier(jn::NotifierOptions{std::chrono::milliseconds(flags.window_ms),
+                                              std::chrono::milliseconds(flags.min_interval_ms)});
+    notifier.set_contacts(ctx.call("contacts.list"), jn::ContactsUpdate::initial, Clock::now());
+
+    std::cerr << fmt::format(
+        "juice notify: {} for messages, contact requests and contacts coming online (bursts within {} ms "
+        "are one notification, at most one every {} ms); Ctrl-C stops\n",
+        sink ? fmt::format("showing notifications through {} {}", clean(sink->server().name),
+                           clean(sink->server().version))
+             : std::string("dry run, printing notifications"),
+        flags.window_ms, flags.min_interval_ms);
+
+    bool failing = false;  // warn once per outage of the service, not per notification
+    auto show = [&](const jn::Notification& n) {
+        if (!sink) {
+            if (ctx.json_out) {
+                print_json({{"summary", n.summary},
+                            {"body", n.body},
+                            {"urgency", std::string(jn::to_string(n.urgency))},
+                            {"category", n.category},
+                            {"replace_key", n.replace_key}});
+            } else {
+                std::string body = n.body;
+                for (std::size_t pos = 0; (pos = body.find('\n', pos)) != std::string::npos; pos += 2)
+                    body.replace(pos, 1, "; ");
+                fmt::print("[{}] {}{}\n", clock_of(now_ms()), n.summary, body.empty() ? "" : " — " + body);
+                std::fflush(stdout);
+            }
+            return;
+        }
+        auto shown = sink->show(n);
+        if (!shown && !failing)
+            std::cerr << "juice notify: warning: " << shown.error().what()
+                      << " (did the notification service stop? juice notify keeps trying)\n";
+        if (shown && failing) std::cerr << "juice notify: notifications are shown again\n";
+        failing = !shown;
+    };
+    auto refresh = [&](jn::ContactsUpdate mode) {
+        // Best effort: without a fresh list, names fall back on short ids; a
+        // lost connection shows up at the next read.
+        auto r = ctx.api().call("contacts.list", json::object(), ctx.timeout());
+        if (r && r->ok()) notifier.set_contacts(r->result, mode, Clock::now());
+    };
+
+    while (!g_stop) {
+        const auto now = Clock::now();
+        if (auto n = notifier.poll(now)) show(*n);
+        // Wake up when the held notification is due, and at least every 250 ms
+        // to run GLib's callbacks and see signals.
+        auto wait = std::chrono::milliseconds(250);
+        if (auto due = notifier.next_due())
+            wait = std::clamp(std::chrono::ceil<std::chrono::milliseconds>(*due - now),
+                              std::chrono::milliseconds(0), wait);
+        auto e = ctx.api().next_event(wait);
+        if (!e) {
+            if (e.error().code == client_errc::closed) {
+                if (auto n = notifier.flush(Clock::now())) show(*n);
+                std::cerr << "juice notify: juiced closed the connection; stopping\n";
+                return k_exit_ok;
+            }
+            throw CliError{Ctx::exit_code_for(e.error()), e.error().what()};
+        }
+        if (*e) {
+            switch (notifier.on_event(**e, Clock::now())) {
+                case jn::Followup::none:
+                    break;
+                case jn::Followup::refresh_names:
+                    refresh(jn::ContactsUpdate::names);
+                    break;
+                case jn::Followup::resync:
+                    refresh(jn::ContactsUpdate::resync);
+                    break;
+            }
+        }
+        if (sink) sink->pump();
+    }
+    std::cerr << "juice notify: stopped\n";
+    return k_exit_ok;
+}
+
 int cmd_call(Ctx& ctx, const std::string& method, const std::string& params_text) {
     json params = json::object();
     if (!params_text.empty()) {
@@ -773,7 +886,8 @@ int main(int argc, char** argv) {
     app.require_subcommand(1, 1);
     app.fallthrough();  // global flags may follow the subcommand
     app.footer(
-        "Exit codes: 0 ok, 1 juiced answered with an error, 2 usage, 3 juiced unreachable.\n"
+        "Exit codes: 0 ok, 1 juiced answered with an error, 2 usage, 3 juiced unreachable,\n"
+        "4 no desktop notification service (notify).\n"
         "Start the daemon with `juiced`; the API is described in docs/API.md.");
     app.add_option("--api-socket", ctx.socket, "juiced's API socket")->capture_default_str();
     app.add_flag("--json", ctx.json_out, "print raw JSON results, one per line (for scripts)");
@@ -855,6 +969,25 @@ int main(int argc, char** argv) {
     auto* chat = app.add_subcommand("chat", "chat with a contact interactively (/quit or Ctrl-D to leave)");
     chat->add_option("CONTACT", contact_arg, "name, id prefix, id or URI")->required();
     on(chat, [&] { return cmd_chat(ctx, contact_arg); });
+
+    NotifyFlags notify_flags;
+    auto* notify = app.add_subcommand(
+        "notify",
+        "show desktop notifications for messages, contact requests and contacts coming online (Ctrl-C to "
+        "stop)");
+    notify
+        ->add_option("--window", notify_flags.window_ms,
+                     "ms to hold the first event of a burst, so it is one notification")
+        ->capture_default_str()
+        ->check(CLI::Range(0LL, 600000LL));
+    notify
+        ->add_option("--min-interval", notify_flags.min_interval_ms,
+                     "at least this many ms between two notifications")
+        ->capture_default_str()
+        ->check(CLI::Range(0LL, 3600000LL));
+    notify->add_flag("--dry-run", notify_flags.dry_run,
+                     "print each notification as one line (JSON with --json) instead of showing it");
+    on(notify, [&] { return cmd_notify(ctx, notify_flags); });
 
     std::string raw_method, raw_params;
     auto* call =

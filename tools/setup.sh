@@ -15,8 +15,12 @@ packages=(
   # libraries
   libopendht-dev libgnutls28-dev libmsgpack-cxx-dev libsqlite3-dev libasio-dev
   nlohmann-json3-dev libfmt-dev libspdlog-dev libcli11-dev catch2
-  # real peers used by the integration tests
-  dhtnode
+  # `juice notify`: desktop notifications through libnotify; GIO (from
+  # libglib2.0-dev) for its D-Bus checks and the tests' fake notification server
+  libnotify-dev libglib2.0-dev
+  # real peers used by the integration tests (dbus-daemon: a private session
+  # bus for the `juice notify` tests)
+  dhtnode dbus-daemon
 )
 
 missing=()

@@ -152,6 +152,7 @@ struct Daemon::Impl {
     std::map<UserId, Frame> pending_control;  // requests/answers waiting for the peer's key
     std::set<UserId> answered_declined;       // declined again this run (once per id)
     std::int64_t last_ts = 0;                 // newest timestamp given to an outgoing message
+    std::int64_t last_presence_ts = 0;        // newest timestamp of a presence record we published
     bool send_receipts = true, send_typing = true;
     // Group commit: store writes of one round of loop handlers share one
     // transaction; what depends on them being durable runs after the commit.
@@ -1145,14 +1146,17 @@ struct Daemon::Impl {
 
     // ---- presence ---------------------------------------------------------
 
-    dht::PresenceRecord own_record(const std::string& st) const {
+    dht::PresenceRecord own_record(const std::string& st) {
         dht::PresenceRecord r;
         r.name = name;
         r.status = st == "invisible" ? "offline" : st;
         r.note = (st == "invisible" || st == "offline") ? "" : note;
         r.caps = k_caps;
         r.device = device_id;
-        r.ts = now_ms();
+        // Strictly increasing: watchers drop a record not newer than the last
+        // one (replays), so two updates within one millisecond must differ.
+        last_presence_ts = std::max(now_ms(), last_presence_ts + 1);
+        r.ts = last_presence_ts;
         if (st != "invisible" && st != "offline") {
             std::error_code ec;
             auto bound =

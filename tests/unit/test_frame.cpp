@@ -23,6 +23,14 @@ std::vector<Frame> sample_frames() {
         KeepaliveFrame{true},
         ByeFrame{"shutdown"},
         ByeFrame{},
+        RequestFrame{"Alice", "hi, it's Alice 👋", 1700000000000},
+        RequestFrame{"", std::string(k_max_request_bytes, 'm'), -1},
+        AnswerFrame{true},
+        AnswerFrame{false},
+        ReceiptFrame{{id}},
+        ReceiptFrame{std::vector<MessageId>(k_max_receipt_ids, id)},
+        TypingFrame{true},
+        TypingFrame{false},
     };
 }
 
@@ -388,6 +396,55 @@ TEST_CASE("frame: frames that could not be decoded are not encoded") {
     CHECK(encode_frame(HelloFrame{1, "", std::vector<std::string>(17, "c"), "", ""}).empty());
     CHECK(encode_frame(PresenceFrame{"online", "\xc3"}).empty());  // cut UTF-8
     CHECK(encode_frame(ByeFrame{std::string(65, 'r')}).empty());
+    CHECK(encode_frame(RequestFrame{"", std::string(k_max_request_bytes + 1, 'm'), 0}).empty());
+    CHECK(encode_frame(ReceiptFrame{}).empty());
+    CHECK(encode_frame(ReceiptFrame{std::vector<MessageId>(k_max_receipt_ids + 1)}).empty());
+}
+
+TEST_CASE("frame: request, answer, receipt and typing reject bad fields") {
+    auto str = [](auto& pk, std::string_view s) {
+        pk.pack_str(static_cast<std::uint32_t>(s.size()));
+        pk.pack_str_body(s.data(), static_cast<std::uint32_t>(s.size()));
+    };
+    auto header = [&](auto& pk, std::string_view type) {
+        str(pk, "t");
+        str(pk, type);
+        str(pk, "v");
+        pk.pack(1);
+    };
+    std::vector<std::pair<std::string, Bytes>> cases = {
+        {"req without ts", pack_map(3, [&](auto& pk) { header(pk, "req"), str(pk, "n"), str(pk, "A"); })},
+        {"req ts a string", pack_map(3, [&](auto& pk) { header(pk, "req"), str(pk, "ts"), str(pk, "1"); })},
+        {"req message too long", pack_map(4,
+                                          [&](auto& pk) {
+                                              header(pk, "req");
+                                              str(pk, "ts"), pk.pack(1);
+                                              str(pk, "m"), str(pk, std::string(k_max_request_bytes + 1, 'm'));
+                                          })},
+        {"ans without a", pack_map(2, [&](auto& pk) { header(pk, "ans"); })},
+        {"ans a an int", pack_map(3, [&](auto& pk) { header(pk, "ans"), str(pk, "a"), pk.pack(1); })},
+        {"rcpt empty", pack_map(3, [&](auto& pk) { header(pk, "rcpt"), str(pk, "i"), pk.pack_array(0); })},
+        {"rcpt id too short", pack_map(3,
+                                       [&](auto& pk) {
+                                           header(pk, "rcpt"), str(pk, "i"), pk.pack_array(1);
+                                           pk.pack_bin(3), pk.pack_bin_body("abc", 3);
+                                       })},
+        {"rcpt not an array", pack_map(3, [&](auto& pk) { header(pk, "rcpt"), str(pk, "i"), str(pk, "x"); })},
+        {"rcpt too many", pack_map(3,
+                                   [&](auto& pk) {
+                                       header(pk, "rcpt"), str(pk, "i");
+                                       pk.pack_array(k_max_receipt_ids + 1);
+                                       for (std::size_t i = 0; i <= k_max_receipt_ids; ++i)
+                                           pk.pack_bin(16), pk.pack_bin_body("0123456789abcdef", 16);
+                                   })},
+        {"typ without y", pack_map(2, [&](auto& pk) { header(pk, "typ"); })},
+    };
+    for (const auto& [what, body] : cases) {
+        INFO(what);
+        auto r = decode(body);
+        REQUIRE_FALSE(r);
+        CHECK(code_of(r) == frame_errc::malformed);
+    }
 }
 
 TEST_CASE("frame: error codes have readable messages") {
