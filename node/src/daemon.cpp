@@ -1479,10 +1479,11 @@ struct Daemon::Impl {
             auto it = peers.find(*id);
             if (it != peers.end() && it->second.contact.state == ContactState::blocked)
                 return r.result(json::object());
+            const bool known = it != peers.end();
             ContactRecord c;
-            if (it != peers.end()) {
+            if (known) {
                 c = it->second.contact;
-                drop_peer(*id, "blocked");  // link, watch and inbox values go
+                drop_peer(*id, "blocked");  // link, watch and inbox values go (and `it` with them)
             } else {
                 c.id = *id;
                 c.added = now_ms();
@@ -1491,7 +1492,7 @@ struct Daemon::Impl {
             c.request.clear();
             if (auto s = store->put_contact(c); !s) return r.error(storage_error(s.error()));
             add_peer(c);  // known, so its requests and links are refused; not watched
-            if (it == peers.end()) publish({{"type", "contact.state"}, {"id", id->hex()}, {"state", "blocked"}});
+            if (!known) publish({{"type", "contact.state"}, {"id", id->hex()}, {"state", "blocked"}});
             r.result(json::object());
         });
 
