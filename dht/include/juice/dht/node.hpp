@@ -56,6 +56,7 @@ struct DhtInfo {
     std::uint64_t network = 0;
     std::uint16_t port = 0;   // bound UDP port
     std::string public_addr;  // our IP as other nodes see it (no port), "" if unknown
+    std::uint64_t puts_refused = 0;  // packets dropped by the put guard (would have crashed OpenDHT)
 };
 
 class DhtNode {
