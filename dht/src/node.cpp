@@ -403,29 +403,84 @@ void learn_key(const std::shared_ptr<KeyCache>& cache, const DhtNode::Post& post
     post_safe(post, [on_key, user, der = der_of(*key)] { on_key(user, der); });
 }
 
-// Our inbox listen: which values were already handled (a re-put or a
-// re-announce of a value must not be decrypted again), bounded.
+// Our inbox: values waiting to be opened, and which values were already
+// handled (a re-put or a re-announce must not be decrypted again).
+//
+// Opening a value costs an RSA private-key operation, and anyone can write to
+// an inbox. So values wait in a bounded queue (k_max_queue_bytes; beyond it
+// a value is dropped *unseen*, so the next get of the inbox brings it back),
+// and at most k_opens_per_second are opened, k_opens_per_round at a time on
+// the loop so that other work interleaves.
 struct InboxState {
+    struct Pending {
+        odht::Value::Id id;
+        odht::Blob data;
+        std::uint64_t fp;
+    };
+    static constexpr std::size_t k_max_seen = 16384;
+    static constexpr std::size_t k_max_queue_bytes = 8u << 20;
+    static constexpr std::size_t k_opens_per_round = 8;
+    static constexpr std::size_t k_opens_per_second = 200;
+
     std::mutex mtx;
     bool active = true;
     std::function<void(const UserId&, Bytes)> on_item;
     std::unordered_set<std::uint64_t> seen;
     std::deque<std::uint64_t> order;
-    static constexpr std::size_t k_max_seen = 16384;
+    std::deque<Pending> queue;
+    std::size_t queued_bytes = 0;
+    bool round_posted = false;
+    std::uint64_t dropped = 0;
+    std::size_t opened_this_second = 0;
+    std::chrono::steady_clock::time_point second_start{};
 
-    // Returns false if this value was seen already.
-    bool first_sight(odht::Value::Id id, const odht::Blob& data) {
-        auto fp = std::hash<std::string_view>{}(
-                      std::string_view(reinterpret_cast<const char*>(data.data()), data.size())) ^
-                  (id * 0x9e3779b97f4a7c15ULL);
+    static std::uint64_t fingerprint(odht::Value::Id id, const odht::Blob& data) {
+        return std::hash<std::string_view>{}(
+                   std::string_view(reinterpret_cast<const char*>(data.data()), data.size())) ^
+               (id * 0x9e3779b97f4a7c15ULL);
+    }
+
+    // DHT thread. Returns true if a round of opening should be posted.
+    bool offer(odht::Value::Id id, const odht::Blob& data) {
+        auto fp = fingerprint(id, data);
         std::lock_guard lk(mtx);
-        if (!seen.insert(fp).second) return false;
+        if (!active || seen.count(fp)) return false;
+        if (queued_bytes + data.size() > k_max_queue_bytes) {
+            ++dropped;
+            return false;
+        }
+        seen.insert(fp);
         order.push_back(fp);
         if (order.size() > k_max_seen) {
             seen.erase(order.front());
             order.pop_front();
         }
+        queue.push_back({id, data, fp});
+        queued_bytes += data.size();
+        if (round_posted) return false;
+        round_posted = true;
         return true;
+    }
+
+    // Loop: the next values to open within the rate limit; `more` tells
+    // whether to post another round now (false: wait for the next tick).
+    std::vector<Pending> take(bool& more) {
+        std::lock_guard lk(mtx);
+        auto now = std::chrono::steady_clock::now();
+        if (now - second_start >= std::chrono::seconds(1)) {
+            second_start = now;
+            opened_this_second = 0;
+        }
+        std::vector<Pending> out;
+        while (!queue.empty() && out.size() < k_opens_per_round && opened_this_second < k_opens_per_second) {
+            queued_bytes -= queue.front().data.size();
+            out.push_back(std::move(queue.front()));
+            queue.pop_front();
+            ++opened_this_second;
+        }
+        more = !queue.empty() && opened_this_second < k_opens_per_second;
+        round_posted = more;
+        return out;
     }
 };
 
@@ -447,6 +502,8 @@ struct DhtNode::Impl {
     std::shared_ptr<KeyCache> keys = std::make_shared<KeyCache>();
     std::shared_ptr<InboxState> inbox;
     std::optional<std::shared_future<std::size_t>> inbox_token;
+    std::shared_ptr<std::function<void()>> inbox_round;  // opens queued values (loop)
+    std::function<bool(const std::vector<std::shared_ptr<odht::Value>>&, bool)> inbox_cb;
     std::shared_ptr<PutGuard> guard = std::make_shared<PutGuard>();
 
     Result<void> start(const crypto::Identity* identity);
@@ -705,17 +762,26 @@ void DhtNode::Impl::listen_inbox() {
         }
         if (cb) cb(user_id_of(inner->owner->getId()), Bytes(inner->data.begin(), inner->data.end()));
     };
-    auto cb = [post, state = inbox, process](const std::vector<std::shared_ptr<odht::Value>>& values,
-                                             bool expired) {
+    // A round: open a few queued values, then yield the loop.
+    auto round = std::make_shared<std::function<void()>>();
+    *round = [state = inbox, process, post, weak = std::weak_ptr<std::function<void()>>(round)] {
+        bool more = false;
+        for (auto& p : state->take(more)) process(p.id, p.data);
+        if (auto self_round = weak.lock(); more && self_round) post_safe(post, [self_round] { (*self_round)(); });
+    };
+    inbox_round = round;
+    auto cb = [post, state = inbox, round](const std::vector<std::shared_ptr<odht::Value>>& values, bool expired) {
         // DHT thread, runner lock held: cheap checks, copy, post.
         if (expired) return true;
+        bool start = false;
         for (const auto& v : values) {
             if (!v || v->type != k_inbox_type_id || v->data.empty() || v->data.size() > 64 * 1024) continue;
-            if (!state->first_sight(v->id, v->data)) continue;
-            post_safe(post, [process, id = v->id, data = v->data] { process(id, data); });
+            start = state->offer(v->id, v->data) || start;
         }
+        if (start) post_safe(post, [round] { (*round)(); });
         return true;
     };
+    inbox_cb = cb;
     try {
         auto key = odht::InfoHash::get(inbox_key_name(*self));
         auto filter = [](const odht::Value& v) { return v.type == k_inbox_type_id; };
@@ -928,6 +994,32 @@ void DhtNode::put_inbox(const UserId& to, const SealedValue& value, std::functio
     }
 }
 
+void DhtNode::tick() {
+    auto& d = *m_impl;
+    if (!d.inbox || !d.inbox_round) return;
+    bool waiting = false;
+    {
+        std::lock_guard lk(d.inbox->mtx);
+        waiting = !d.inbox->queue.empty() && !d.inbox->round_posted;
+        if (waiting) d.inbox->round_posted = true;
+    }
+    if (waiting) (*d.inbox_round)();
+}
+
+void DhtNode::refetch_inbox() {
+    auto& d = *m_impl;
+    if (!d.running || !d.inbox_cb || !d.self) return;
+    try {
+        auto cb = d.inbox_cb;
+        d.runner->get(
+            odht::InfoHash::get(inbox_key_name(*d.self)),
+            [cb](const std::vector<std::shared_ptr<odht::Value>>& values) { return cb(values, false); }, [](bool) {},
+            [](const odht::Value& v) { return v.type == k_inbox_type_id; });
+    } catch (const std::exception& e) {
+        d.log->warn("fetching our inbox failed: {}", e.what());
+    }
+}
+
 void DhtNode::watch_inbox(std::function<void(const UserId& from, Bytes payload)> on_item) {
     auto& d = *m_impl;
     if (d.inbox) {
@@ -954,6 +1046,11 @@ DhtInfo DhtNode::info() const {
     }
     info.port = d.port;
     info.puts_refused = d.guard->dropped();
+    if (d.inbox) {
+        std::lock_guard lk(d.inbox->mtx);
+        info.inbox_backlog = d.inbox->queue.size();
+        info.inbox_dropped = d.inbox->dropped;
+    }
     auto s4 = d.status->v4.load(), s6 = d.status->v6.load();
     if (s4 == odht::NodeStatus::Connected || s6 == odht::NodeStatus::Connected)
         info.state = "connected";

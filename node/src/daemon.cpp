@@ -917,6 +917,7 @@ struct Daemon::Impl {
     // what could not be sealed yet (a key that was unknown).
     void refresh_inbox() {
         if (stopping) return;
+        dht->refetch_inbox();
         auto values = store->inbox_values();
         if (!values) return spdlog::error("store: {}", values.error().what());
         const auto now = now_ms();
@@ -1244,7 +1245,9 @@ struct Daemon::Impl {
                 {"network", i.network},
                 {"port", i.port},
                 {"public_addr", i.public_addr},
-                {"puts_refused", i.puts_refused}};
+                {"puts_refused", i.puts_refused},
+                {"inbox_backlog", i.inbox_backlog},
+                {"inbox_dropped", i.inbox_dropped}};
     }
 
     void watch_dht_state() {
@@ -1256,6 +1259,7 @@ struct Daemon::Impl {
             // couple of minutes lets watchers tell a live record from a
             // stale one (and re-announces it ourselves).
             if (++state_ticks % k_republish_ticks == 0) publish_presence();
+            dht->tick();
             auto info = dht->info();
             if (info.state != last_dht_state) {
                 bool first_connect = last_dht_state != "connected" && info.state == "connected";

@@ -2,9 +2,13 @@
 // typing, between real juiced daemons and a real stock dhtnode on loopback.
 #include "harness.hpp"
 
+// Before Catch: OpenDHT's logger has a member called WARN.
+#include <opendht/dhtrunner.h>
+
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <random>
 
 using namespace juice::test;
 using json = nlohmann::json;
@@ -269,4 +273,63 @@ TEST_CASE("invisible: offline on the DHT, still online to linked contacts", "[da
     b.call("presence.set", {{"status", "online"}});
     REQUIRE(wait_until([&] { return contact_entry(c, b.id())["status"] == "online"; }, 20s));
     CHECK(contact_entry(c, b.id())["last_seen"].get<std::int64_t>() >= seen_before);
+}
+
+TEST_CASE("a flood of junk at a user's inbox and presence keys blinds no one", "[daemon][hostile][flood]") {
+    TempDir dir;
+    DhtBootstrap boot(random_network_id(), dir.path());
+    Juiced a("alice", dir.path(), boot), b("bob", dir.path(), boot), c("carol", dir.path(), boot);
+    REQUIRE(a.start());
+    REQUIRE(b.start());
+    REQUIRE(c.start());
+    befriend(a, b);
+    // carol asked alice and waits: she only sees alice's DHT record.
+    c.call("contacts.add", {{"id", a.id()}});
+    REQUIRE(wait_until([&] { return contact_entry(c, a.id())["online"] == true; }, 20s));
+    REQUIRE(b.stop() == 0);
+
+    // Mallory, a plain OpenDHT node, fills bob's inbox and alice's presence
+    // key with junk: random bytes of the inbox type, unsigned and signed
+    // fake presence records.
+    ::dht::DhtRunner mallory;
+    mallory.run(0, ::dht::crypto::generateIdentity("mallory", {}, 2048), true, boot.network());
+    mallory.bootstrap("127.0.0.1", std::to_string(boot.port()));
+    REQUIRE(wait_until([&] { return mallory.getNodesStats(AF_INET).good_nodes > 0; }, 10s));
+    auto inbox_key = ::dht::InfoHash::get("juice:inbox:" + b.id());
+    auto presence_key = ::dht::InfoHash::get("juice:presence:" + a.id());
+    std::atomic<int> done{0};
+    const int k_junk = 300;
+    std::mt19937_64 rng(42);
+    for (int i = 0; i < k_junk; ++i) {
+        ::dht::Blob junk(200 + rng() % 2000);
+        for (auto& x : junk) x = static_cast<std::uint8_t>(rng());
+        mallory.put(inbox_key, ::dht::Value(0x4a49, junk, rng() | 1), [&](bool) { ++done; });
+        auto fake = std::make_shared<::dht::Value>(0x4a50, junk, rng() | 1);
+        if (i % 2)
+            mallory.putSigned(presence_key, fake, [&](bool) { ++done; });
+        else
+            mallory.put(presence_key, fake, [&](bool) { ++done; });
+    }
+    REQUIRE(wait_until([&] { return done == 2 * k_junk; }, 60s));
+
+    // alice writes to bob through his (flooded) inbox; bob starts and gets it.
+    auto m = a.call("messages.send", {{"to", b.id()}, {"text", "through the junk"}});
+    REQUIRE(wait_until([&] { return a.call("messages.history", {{"with", b.id()}}).back()["state"] == "sent"; }, 20s));
+    REQUIRE(a.stop() == 0);
+    auto t0 = steady_clock::now();
+    REQUIRE(b.start());
+    REQUIRE(wait_until([&] { return !b.call("messages.history", {{"with", a.id()}}).empty(); }, 30s));
+    WARN("flood: bob got the message past " << k_junk << " junk inbox values in " << ms_since(t0) << " ms");
+    CHECK(b.call("messages.history", {{"with", a.id()}}).back()["msg_id"] == m["msg_id"]);
+    auto info = b.call("node.info");
+    INFO(info.dump());
+    CHECK(info["dht"]["inbox_backlog"].get<int>() >= 0);
+
+    // alice comes back and changes her status: carol, watching the flooded
+    // presence key, still sees the real record and only that.
+    REQUIRE(a.start());
+    a.call("presence.set", {{"status", "busy"}, {"note", "real"}});
+    REQUIRE(wait_until([&] { return contact_entry(c, a.id())["status"] == "busy"; }, 20s));
+    CHECK(contact_entry(c, a.id())["note"] == "real");
+    mallory.join();
 }

@@ -57,6 +57,8 @@ struct DhtInfo {
     std::uint16_t port = 0;   // bound UDP port
     std::string public_addr;  // our IP as other nodes see it (no port), "" if unknown
     std::uint64_t puts_refused = 0;  // packets dropped by the put guard (would have crashed OpenDHT)
+    std::size_t inbox_backlog = 0;   // inbox values waiting to be opened
+    std::uint64_t inbox_dropped = 0;  // inbox values not queued (queue full); a later fetch brings them back
 };
 
 class DhtNode {
@@ -123,6 +125,12 @@ public:
     // on the loop once per distinct value that decrypts, is signed by its
     // sender and is addressed to us; everything else is dropped.
     void watch_inbox(std::function<void(const UserId& from, Bytes payload)> on_item);
+    // Gets our inbox again (values missed by the listen, or dropped while
+    // the queue was full, come back this way). Call every few minutes.
+    void refetch_inbox();
+    // Call about once a second from the loop: resumes opening inbox values
+    // held back by the rate limit (at most 200 a second).
+    void tick();
 
     // Publishes `final_record` (typically status "offline") without keeping
     // it alive, waits up to `timeout` for it to be stored, saves the node
