@@ -19,8 +19,9 @@ packages=(
   # libglib2.0-dev) for its D-Bus checks and the tests' fake notification server
   libnotify-dev libglib2.0-dev
   # real peers used by the integration tests (dbus-daemon: a private session
-  # bus for the `juice notify` tests)
-  dhtnode dbus-daemon
+  # bus for the `juice notify` tests; gnutls-bin: gnutls-cli, an independent
+  # TLS client for the hostile link tests)
+  dhtnode dbus-daemon gnutls-bin
 )
 
 missing=()

@@ -148,6 +148,7 @@ struct Daemon::Impl {
     steady_clock::time_point shutdown_deadline;
     asio::steady_timer shutdown_timer{io};
     asio::steady_timer inbox_timer{io};
+    asio::steady_timer accept_retry{io};
     BundleAssembler assembler;
     std::map<UserId, Frame> pending_control;  // requests/answers waiting for the peer's key
     std::set<UserId> answered_declined;       // declined again this run (once per id)
@@ -313,7 +314,17 @@ struct Daemon::Impl {
     void accept_next() {
         acceptor.async_accept([this](std::error_code ec, asio::ip::tcp::socket sock) {
             if (ec == asio::error::operation_aborted || stopping) return;
-            if (!ec) {
+            if (ec) {
+                // E.g. out of file descriptors: retrying at once would spin
+                // the loop. Say so, and try again in a moment.
+                spdlog::warn("link: accepting a connection failed: {}; retrying in 100 ms", ec.message());
+                accept_retry.expires_after(milliseconds(100));
+                accept_retry.async_wait([this](std::error_code e) {
+                    if (!e && !stopping) accept_next();
+                });
+                return;
+            }
+            {
                 if (incoming.size() >= k_max_incoming_handshakes) {
                     spdlog::warn("link: {} handshakes in progress, refusing a connection", incoming.size());
                 } else {
@@ -1660,6 +1671,7 @@ struct Daemon::Impl {
         acceptor.close(ec);
         state_timer.cancel();
         inbox_timer.cancel();
+        accept_retry.cancel();
         std::vector<std::shared_ptr<Link>> closing;
         for (auto& [id, p] : peers) {
             p.retry.reset();

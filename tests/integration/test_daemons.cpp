@@ -28,12 +28,6 @@ auto message_state(const std::string& msg_id, const std::string& state) {
     };
 }
 
-json contact_entry(Juiced& d, const std::string& id) {
-    for (auto& c : d.call("contacts.list"))
-        if (c["id"] == id) return c;
-    return json();
-}
-
 std::vector<std::string> texts(const json& history) {
     std::vector<std::string> out;
     for (auto& m : history) out.push_back(m["text"].get<std::string>());

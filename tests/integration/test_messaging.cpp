@@ -30,12 +30,6 @@ auto message_state(const std::string& msg_id, const std::string& state) {
     };
 }
 
-json contact_entry(Juiced& d, const std::string& id) {
-    for (auto& c : d.call("contacts.list"))
-        if (c["id"] == id) return c;
-    return json();
-}
-
 double ms_since(steady_clock::time_point t) {
     return std::chrono::duration<double, std::milli>(steady_clock::now() - t).count();
 }
@@ -48,17 +42,6 @@ std::size_t stored_for(Juiced& from, Juiced& to, const std::string& kind) {
     std::size_t n = 0;
     for (auto pos = log.find(needle); pos != std::string::npos; pos = log.find(needle, pos + 1)) ++n;
     return n;
-}
-
-// a asks b; b accepts; both end mutual and linked.
-void befriend(Juiced& a, Juiced& b) {
-    EventWatcher eb(b, {"contact.*"});
-    a.call("contacts.add", {{"id", b.id()}, {"message", "hi, it's " + a.name()}});
-    REQUIRE(eb.wait_for(event_of("contact.request", "id", a.id()), 20s));
-    b.call("contacts.accept", {{"id", a.id()}});
-    REQUIRE(wait_until([&] { return contact_entry(a, b.id())["linked"] == true; }, 20s));
-    REQUIRE(contact_entry(a, b.id())["state"] == "mutual");
-    REQUIRE(contact_entry(b, a.id())["state"] == "mutual");
 }
 
 }  // namespace

@@ -17,12 +17,6 @@ using Catch::Contains;
 
 namespace {
 
-json contact_entry(Juiced& d, const std::string& id) {
-    for (auto& c : d.call("contacts.list"))
-        if (c["id"] == id) return c;
-    return json();
-}
-
 // Both add each other; true once each sees the other linked and online.
 bool make_buddies(Juiced& a, Juiced& b) {
     a.call("contacts.add", {{"id", b.id()}, {"name", b.name()}});

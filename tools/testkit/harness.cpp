@@ -1,10 +1,14 @@
 #include "harness.hpp"
 
+#include <csignal>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -105,6 +109,13 @@ void Process::kill_now() {
 
 void Process::write_stdin(const std::string& text) {
     if (m_stdin < 0) return;
+    // The child may be gone (a test may have crashed it on purpose): a write
+    // to its pipe must fail with EPIPE, not kill the test with SIGPIPE.
+    static const bool ignored = [] {
+        std::signal(SIGPIPE, SIG_IGN);
+        return true;
+    }();
+    (void)ignored;
     const char* p = text.data();
     std::size_t left = text.size();
     while (left > 0) {
@@ -330,6 +341,131 @@ std::optional<nlohmann::json> EventWatcher::wait_for(const std::function<bool(co
         m_used.push_back(hit);
         if (hit) return m_seen.back();
     }
+}
+
+}  // namespace juice::test
+
+namespace juice::test {
+
+nlohmann::json contact_entry(Juiced& d, const std::string& id) {
+    for (auto& c : d.call("contacts.list"))
+        if (c["id"] == id) return c;
+    return nlohmann::json();
+}
+
+void befriend(Juiced& a, Juiced& b, std::chrono::milliseconds timeout) {
+    EventWatcher eb(b, {"contact.*"});
+    a.call("contacts.add", {{"id", b.id()}, {"message", "hi, it's " + a.name()}});
+    auto req = eb.wait_for(
+        [&](const nlohmann::json& e) {
+            return e["type"] == "contact.request" && e.value("id", std::string()) == a.id();
+        },
+        timeout);
+    if (!req) throw std::runtime_error(b.name() + " got no contact request from " + a.name());
+    b.call("contacts.accept", {{"id", a.id()}});
+    if (!wait_until([&] { return contact_entry(a, b.id())["linked"] == true; }, timeout))
+        throw std::runtime_error("no link from " + a.name() + " to " + b.name() + " after the accept");
+    if (contact_entry(a, b.id())["state"] != "mutual" || contact_entry(b, a.id())["state"] != "mutual")
+        throw std::runtime_error(a.name() + " and " + b.name() + " are linked but not both mutual");
+}
+
+RawConnection::RawConnection(const fs::path& socket) {
+    m_fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (m_fd < 0) throw std::runtime_error("socket failed: " + std::string(strerror(errno)));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    const std::string path = socket.string();
+    if (path.size() >= sizeof addr.sun_path) throw std::runtime_error("socket path too long: " + path);
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    if (::connect(m_fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+        int err = errno;
+        ::close(m_fd);
+        m_fd = -1;
+        throw std::runtime_error("cannot connect to " + path + ": " + strerror(err));
+    }
+    ::fcntl(m_fd, F_SETFL, ::fcntl(m_fd, F_GETFL) | O_NONBLOCK);
+}
+
+RawConnection::~RawConnection() {
+    if (m_fd >= 0) ::close(m_fd);
+}
+
+namespace {
+int ms_left(std::chrono::steady_clock::time_point deadline) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    return static_cast<int>(std::max<long long>(0, left.count()));
+}
+}  // namespace
+
+bool RawConnection::send(std::string_view bytes, std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!bytes.empty()) {
+        ssize_t n = ::send(m_fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+        if (n > 0) {
+            bytes.remove_prefix(static_cast<std::size_t>(n));
+            continue;
+        }
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return false;
+        pollfd p{m_fd, POLLOUT, 0};
+        int left = ms_left(deadline);
+        if (left == 0 || ::poll(&p, 1, left) < 0) return false;
+        if (p.revents & (POLLERR | POLLHUP)) return false;
+    }
+    return true;
+}
+
+std::optional<std::string> RawConnection::read_line(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (true) {
+        if (auto nl = m_buf.find('\n'); nl != std::string::npos) {
+            std::string line = m_buf.substr(0, nl);
+            m_buf.erase(0, nl + 1);
+            return line;
+        }
+        if (m_eof) return std::nullopt;
+        char chunk[65536];
+        ssize_t n = ::recv(m_fd, chunk, sizeof chunk, 0);
+        if (n > 0) {
+            m_buf.append(chunk, static_cast<std::size_t>(n));
+            continue;
+        }
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            m_eof = true;
+            continue;
+        }
+        pollfd p{m_fd, POLLIN, 0};
+        int left = ms_left(deadline);
+        if (left == 0) return std::nullopt;
+        (void)::poll(&p, 1, left);
+    }
+}
+
+bool RawConnection::wait_closed(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!m_eof) {
+        if (!read_line(std::chrono::milliseconds(ms_left(deadline))) && !m_eof) return false;
+    }
+    return true;
+}
+
+long proc_rss_kib(int pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+    return -1;
+}
+
+int proc_fd_count(int pid) {
+    std::error_code ec;
+    fs::directory_iterator it("/proc/" + std::to_string(pid) + "/fd", ec);
+    if (ec) return -1;
+    int n = 0;
+    for (; it != fs::directory_iterator(); it.increment(ec)) {
+        if (ec) return -1;
+        ++n;
+    }
+    return n;
 }
 
 }  // namespace juice::test

@@ -11,7 +11,9 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace juice::test {
@@ -117,7 +119,11 @@ public:
 
     const std::string& name() const { return m_name; }
     const std::string& id() const { return m_id; }
-    std::filesystem::path socket() const { return m_dir / "api.sock"; }
+    // The API socket: <data dir>/api.sock unless set_socket() chose another.
+    std::filesystem::path socket() const { return m_socket.empty() ? m_dir / "api.sock" : m_socket; }
+    // Puts the API socket at `path` (its directory need not exist: juiced
+    // creates it). Takes effect at the next start().
+    void set_socket(std::filesystem::path path) { m_socket = std::move(path); }
     std::filesystem::path data_dir() const { return m_dir; }
     std::string log() const;
     std::string error;
@@ -125,6 +131,7 @@ public:
 private:
     std::string m_name, m_id;
     std::filesystem::path m_dir;
+    std::filesystem::path m_socket;  // empty: m_dir / "api.sock"
     std::string m_bootstrap;
     std::uint64_t m_network;
     std::vector<std::string> m_extra;
@@ -148,6 +155,46 @@ private:
     std::vector<nlohmann::json> m_seen;
     std::vector<bool> m_used;
 };
+
+// `d`'s contacts.list entry for `id`; null when it has none.
+nlohmann::json contact_entry(Juiced& d, const std::string& id);
+
+// `a` asks `b`, `b` accepts; returns once both list each other as mutual and
+// a's link to b is up. Throws std::runtime_error (with what was missing) when
+// that does not happen within `timeout` per step.
+void befriend(Juiced& a, Juiced& b, std::chrono::milliseconds timeout = 20s);
+
+// A raw, blocking connection to a Unix stream socket (an API socket), for
+// sending bytes no well-behaved client sends and reading the answer line by
+// line. Every call takes a deadline; the socket closes on destruction.
+class RawConnection {
+public:
+    // Throws std::runtime_error if the connection fails.
+    explicit RawConnection(const std::filesystem::path& socket);
+    ~RawConnection();
+    RawConnection(const RawConnection&) = delete;
+    RawConnection& operator=(const RawConnection&) = delete;
+
+    // Writes all of `bytes`; false if the peer closed or `timeout` passed.
+    bool send(std::string_view bytes, std::chrono::milliseconds timeout = 10s);
+    // The next line (without its '\n'); nullopt on timeout or end of stream.
+    std::optional<std::string> read_line(std::chrono::milliseconds timeout);
+    // Waits for the peer to close, discarding what it sends meanwhile; false
+    // on timeout.
+    bool wait_closed(std::chrono::milliseconds timeout);
+    bool eof() const { return m_eof; }
+    int fd() const { return m_fd; }
+
+private:
+    int m_fd = -1;
+    bool m_eof = false;
+    std::string m_buf;
+};
+
+// From /proc: the resident set (VmRSS) in KiB and the number of open file
+// descriptors of process `pid`; -1 when it cannot be read (process gone).
+long proc_rss_kib(int pid);
+int proc_fd_count(int pid);
 
 // Path of the juiced binary: $JUICED, else the build's JUICED_PATH.
 std::string juiced_path();
