@@ -1135,7 +1135,8 @@ struct Daemon::Impl {
 
     // Forgets a contact: link, watch, what we keep putting into its inbox.
     // The message history stays.
-    void drop_peer(const UserId& id, const std::string& state) {
+    // (`id` by value: callers pass the id of the peer this erases.)
+    void drop_peer(UserId id, const std::string& state) {
         auto it = peers.find(id);
         if (it == peers.end()) return;
         Peer& p = it->second;
