@@ -371,6 +371,14 @@ Result<Identity> Identity::load(const fs::path& dir, const std::optional<std::st
             return make_error(errc::io_error, "cannot read " + crt_path.string() + ": " + why);
     }
 
+    return from_pem(key_text, crt_text, passphrase, key_path, crt_path);
+}
+
+Result<Identity> Identity::from_pem(const std::string& key_text, const std::string& crt_text,
+                                    const std::optional<std::string>& passphrase, const fs::path& key_path,
+                                    const fs::path& crt_path) {
+    if (key_text.size() > k_max_file_size || crt_text.size() > k_max_file_size)
+        return make_error(errc::corrupt_key, "the identity files are too big to be a key and a certificate");
     auto impl = std::make_shared<Impl>();
     if (int err = gnutls_x509_privkey_init(&impl->key); err < 0)
         return gnutls_error(errc::io_error, "cannot create a key", err);

@@ -14,6 +14,9 @@
 
 #include "put_guard.hpp"
 
+#include "node_cache.hpp"
+#include "sealed_internal.hpp"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <opendht/dhtrunner.h>
@@ -24,6 +27,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -267,14 +271,7 @@ std::optional<std::pair<std::string, std::string>> parse_host_port(const std::st
     return std::make_pair(host, port);
 }
 
-constexpr std::size_t k_max_cached_nodes = 512;
-constexpr std::uintmax_t k_max_cache_file = 1 << 20;
-
-struct NodeCacheFile {
-    unsigned v = 1;
-    std::vector<odht::NodeExport> nodes;
-    MSGPACK_DEFINE_MAP(v, nodes)
-};
+using detail::k_max_cache_file;
 
 std::vector<odht::NodeExport> load_node_cache(const fs::path& path) {
     std::error_code ec;
@@ -284,28 +281,28 @@ std::vector<odht::NodeExport> load_node_cache(const fs::path& path) {
         dht_logger()->warn("ignoring node cache {}: unreadable or too large", path.string());
         return {};
     }
+    std::string data(size, '\0');
     try {
         std::ifstream in(path, std::ios::binary);
-        std::string data(size, '\0');
         if (!in.read(data.data(), static_cast<std::streamsize>(size))) return {};
-        auto oh = msgpack::unpack(data.data(), data.size());
-        auto file = oh.get().as<NodeCacheFile>();
-        if (file.nodes.size() > k_max_cached_nodes) file.nodes.resize(k_max_cached_nodes);
-        return std::move(file.nodes);
     } catch (const std::exception& e) {
-        dht_logger()->warn("ignoring corrupt node cache {}: {}", path.string(), e.what());
+        dht_logger()->warn("ignoring node cache {}: {}", path.string(), e.what());
         return {};
     }
+    auto nodes = detail::parse_node_cache(
+        std::span(reinterpret_cast<const std::uint8_t*>(data.data()), data.size()));
+    if (!nodes) {
+        dht_logger()->warn("ignoring corrupt node cache {}: {}", path.string(), nodes.error().message);
+        return {};
+    }
+    return std::move(*nodes);
 }
 
 void save_node_cache(const fs::path& path, std::vector<odht::NodeExport> nodes) {
     if (path.empty()) return;
-    if (nodes.size() > k_max_cached_nodes) nodes.resize(k_max_cached_nodes);
     try {
-        NodeCacheFile file;
-        file.nodes = std::move(nodes);
-        msgpack::sbuffer buf;
-        msgpack::pack(buf, file);
+        const auto count = std::min(nodes.size(), detail::k_max_cached_nodes);
+        const auto buf = detail::encode_node_cache(std::move(nodes));
         std::error_code ec;
         if (path.has_parent_path()) fs::create_directories(path.parent_path(), ec);
         auto tmp = path;
@@ -317,7 +314,7 @@ void save_node_cache(const fs::path& path, std::vector<odht::NodeExport> nodes) 
             if (!out) throw std::runtime_error("write failed");
         }
         fs::rename(tmp, path);  // atomic replace: a crash never leaves half a cache
-        dht_logger()->debug("saved {} nodes to {}", file.nodes.size(), path.string());
+        dht_logger()->debug("saved {} nodes to {}", count, path.string());
     } catch (const std::exception& e) {
         dht_logger()->warn("could not save node cache {}: {}", path.string(), e.what());
     }
@@ -739,18 +736,10 @@ void DhtNode::Impl::listen_inbox() {
             std::lock_guard lk(state->mtx);
             if (!state->active) return;
         }
-        std::shared_ptr<odht::Value> inner;
-        try {
-            odht::Value sealed;
-            sealed.id = id;
-            sealed.cypher = data;
-            inner = sealed.decrypt(*key);  // checks recipient and signature
-        } catch (const std::exception& e) {
-            dht_logger()->debug("ignoring an inbox value that does not open: {}", e.what());
-            return;
-        }
-        if (!inner || inner->type != k_inbox_type_id || !inner->owner) {
-            dht_logger()->debug("ignoring an inbox value of another type");
+        std::string why;
+        auto inner = detail::open_sealed_value(*key, id, data, &why);
+        if (!inner) {
+            dht_logger()->debug("ignoring an inbox value: {}", why);
             return;
         }
         learn_key(keys, post, on_key, inner->owner);

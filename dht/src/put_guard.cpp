@@ -135,6 +135,11 @@ std::uint64_t PutGuard::dropped() const {
     return m_dropped;
 }
 
+std::uint64_t PutGuard::dropped_oversized() const {
+    std::lock_guard lk(m_mtx);
+    return m_dropped_oversized;
+}
+
 std::size_t PutGuard::protected_pairs() const {
     std::lock_guard lk(m_mtx);
     return m_protected.size();
@@ -152,8 +157,12 @@ bool PutGuard::check_value(const Key& key, const void* value) {
 
 bool PutGuard::check_value_bytes(const Key& key, std::span<const std::uint8_t> bytes) {
     try {
-        auto handle = msgpack::unpack(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+        const auto n = bytes.size();
+        msgpack::unpack_limit limit(n, n, n, n, n, 64);
+        auto handle = msgpack::unpack(reinterpret_cast<const char*>(bytes.data()), n, nullptr, nullptr, limit);
         return check_value(key, &handle.get());
+    } catch (const msgpack::size_overflow&) {
+        return false;  // claims more than it holds: not a value, and costly to try
     } catch (const std::exception&) {
         return true;  // not a value OpenDHT can read either
     }
@@ -162,7 +171,17 @@ bool PutGuard::check_value_bytes(const Key& key, std::span<const std::uint8_t> b
 bool PutGuard::inspect(std::span<const std::uint8_t> datagram, const std::string& from, Clock::time_point now) {
     msgpack::object_handle handle;
     try {
-        handle = msgpack::unpack(reinterpret_cast<const char*>(datagram.data()), datagram.size());
+        // Every element needs at least a byte: a header claiming more than
+        // the datagram holds is never a real packet, and unbounded it makes
+        // msgpack try to allocate gigabytes (found by fuzz_put_guard). Such
+        // a packet is dropped, so OpenDHT does not try either.
+        const auto n = datagram.size();
+        msgpack::unpack_limit limit(n, n, n, n, n, 64);
+        handle = msgpack::unpack(reinterpret_cast<const char*>(datagram.data()), n, nullptr, nullptr, limit);
+    } catch (const msgpack::size_overflow&) {
+        std::lock_guard lk(m_mtx);
+        ++m_dropped_oversized;
+        return false;
     } catch (const std::exception&) {
         return true;  // OpenDHT drops what it cannot parse
     }

@@ -14,8 +14,10 @@
 // arrive in parts ("p" packets after a put whose "values" are sizes): the
 // guard reassembles them the way OpenDHT does and drops the part that would
 // complete an offending value (OpenDHT then times the partial message out).
-// Everything else passes untouched: the guard never rejects a packet merely
-// for being unparsable (OpenDHT does that itself).
+// It also drops a datagram whose msgpack headers claim more elements or bytes
+// than the datagram holds (msgpack would try to allocate that much). Anything
+// else passes untouched: the guard never rejects a packet merely for being
+// unparsable (OpenDHT does that itself).
 //
 // Bounds: at most k_max_protected pairs (oldest forgotten first), at most
 // k_max_partials puts in parts at once (a put beyond that is dropped: it
@@ -52,7 +54,8 @@ public:
     // A signed value of ours at `key` with `id` (stored locally without a packet).
     void protect(const Key& key, std::uint64_t id);
 
-    std::uint64_t dropped() const;
+    std::uint64_t dropped() const;            // crash packets (puts) dropped
+    std::uint64_t dropped_oversized() const;  // datagrams whose msgpack claims more than they hold
     std::size_t protected_pairs() const;
 
 private:
@@ -77,6 +80,7 @@ private:
     std::deque<std::pair<Key, std::uint64_t>> m_order;
     std::map<std::pair<std::string, std::uint64_t>, Partial> m_partials;
     std::uint64_t m_dropped = 0;
+    std::uint64_t m_dropped_oversized = 0;
 };
 
 }  // namespace juice::dht

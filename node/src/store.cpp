@@ -476,6 +476,12 @@ Result<void> Store::Impl::migrate() {
     auto version = pragma_int("PRAGMA user_version", "reading the schema version");
     if (!version) return fail(version.error());
     if (*version == k_schema_version) return exec("COMMIT", "finishing the schema check");
+    // user_version is a signed 32-bit header field: a damaged file can hold a
+    // negative one, which must not index k_migrations (found by fuzz_store).
+    if (*version < 0)
+        return fail(make_error(store_errc::corrupt, "store " + file.string() + " has an invalid schema version " +
+                                                        std::to_string(*version) +
+                                                        ": the file is damaged (restore a backup or move the file away)"));
     if (*version > k_schema_version)
         return fail(
             make_error(store_errc::too_new, "store " + file.string() + " has schema version " +

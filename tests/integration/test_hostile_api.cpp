@@ -435,8 +435,13 @@ TEST_CASE("hostile API: 200 concurrent clients, and memory returns after they le
     // Each client holds a 16 KiB read buffer while connected (3.2 MiB for
     // 200) and the allocator keeps some of what they freed; a second round
     // must reuse it, not grow again.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    // The sanitizers hold freed memory in quarantine: RSS says nothing here.
+    WARN("sanitizer build: memory bounds not checked");
+#else
     CHECK(rss1 - rss0 < 8 * 1024);
     CHECK(rss2 - rss1 < 2 * 1024);
+#endif
     CHECK(d.running());
 }
 

@@ -41,6 +41,15 @@ public:
     static Result<Identity> load(const std::filesystem::path& dir,
                                  const std::optional<std::string>& passphrase);
 
+    // The parsing half of load(): a PKCS#8 PEM key (encrypted or not, or a
+    // PKCS#1 "RSA PRIVATE KEY") and an X.509 PEM certificate, already read.
+    // The paths only name the files in error messages. Same errors as load()
+    // except not_found and io_error; never throws (fuzzed: tests/fuzz).
+    static Result<Identity> from_pem(const std::string& key_pem, const std::string& crt_pem,
+                                     const std::optional<std::string>& passphrase,
+                                     const std::filesystem::path& key_path = "identity.key",
+                                     const std::filesystem::path& crt_path = "identity.crt");
+
     // True if `dir` holds an identity.key (whether or not it is loadable).
     static bool exists(const std::filesystem::path& dir);
 
