@@ -48,6 +48,11 @@ constexpr std::size_t k_max_incoming_handshakes = 64;
 constexpr std::size_t k_max_pending_requests = 1000;  // strangers' requests waiting for an answer
 constexpr auto k_typing_timeout = seconds(10);
 constexpr std::size_t k_max_acks_per_bundle = 1500;
+// A link's outgoing queue: sending the outbox pauses above the high-water
+// mark and resumes (from the 1 s tick) once the queue is below the low one,
+// so a big outbox or a slow peer never holds more than this in memory.
+constexpr std::size_t k_link_high_water = 8u << 20;
+constexpr std::size_t k_link_low_water = 1u << 20;
 const std::vector<std::string> k_caps{"text"};
 
 bool is_status(const std::string& s) {
@@ -103,6 +108,7 @@ struct Peer {
     std::unique_ptr<asio::steady_timer> ack_flush;    // acks and receipts -> inbox, batched
     std::vector<MessageId> inbox_acks, inbox_receipts;
     bool key_lookup = false;
+    std::int64_t outbox_paused_at = -1;  // >= 0: the outbox flush stopped after this seq (queue full)
     // Their typing state (expires by itself).
     bool typing = false;
     std::unique_ptr<asio::steady_timer> typing_timer;
@@ -668,13 +674,28 @@ struct Daemon::Impl {
         if (m.state == MessageState::queued) advance(m.id, m.to, MessageState::sent);
     }
 
-    void flush_outbox(Peer& p) {
+    // Sends what waits for `p` over its link, oldest first, from after
+    // `after_seq`; pauses when the link's queue is full (see k_link_high_water).
+    void flush_outbox(Peer& p, std::int64_t after_seq = -1) {
+        p.outbox_paused_at = -1;
         auto pending = store->undelivered_to(p.contact.id);
         if (!pending) return spdlog::error("store: {}", pending.error().what());
         for (auto& m : *pending) {
             if (!p.link) break;
+            if (m.seq <= after_seq) continue;
+            if (p.link->queued_bytes() > k_link_high_water) {
+                p.outbox_paused_at = m.seq - 1;
+                spdlog::debug("outbox to {}: link queue full, pausing", p.contact.id.hex().substr(0, 8));
+                break;
+            }
             send_over_link(p, m);
         }
+    }
+
+    void resume_outboxes() {
+        for (auto& [id, p] : peers)
+            if (p.link && p.outbox_paused_at >= 0 && p.link->queued_bytes() < k_link_low_water)
+                flush_outbox(p, p.outbox_paused_at);
     }
 
     // Acks a message that came through our inbox: over the link if one is
@@ -1272,6 +1293,7 @@ struct Daemon::Impl {
             // stale one (and re-announces it ourselves).
             if (++state_ticks % k_republish_ticks == 0) publish_presence();
             dht->tick();
+            resume_outboxes();
             auto info = dht->info();
             if (info.state != last_dht_state) {
                 bool first_connect = last_dht_state != "connected" && info.state == "connected";
@@ -1559,10 +1581,15 @@ struct Daemon::Impl {
                 r.result({{"msg_id", m.id.hex()}, {"ts", m.ts}, {"seq", m.seq}});
                 auto it = peers.find(m.to);
                 if (it == peers.end()) return;
-                if (it->second.link)
-                    send_over_link(it->second, m);
-                else
-                    schedule_inbox_flush(it->second);
+                Peer& peer = it->second;
+                if (!peer.link) return schedule_inbox_flush(peer);
+                if (peer.outbox_paused_at >= 0) return;  // sent in order when the outbox resumes
+                if (peer.link->queued_bytes() > k_link_high_water) {
+                    peer.outbox_paused_at = m.seq - 1;
+                    spdlog::debug("outbox to {}: link queue full, pausing", m.to.hex().substr(0, 8));
+                    return;
+                }
+                send_over_link(peer, m);
             });
         });
 

@@ -8,7 +8,10 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <fstream>
 #include <random>
+
+#include <signal.h>
 
 using namespace juice::test;
 using json = nlohmann::json;
@@ -315,4 +318,50 @@ TEST_CASE("a flood of junk at a user's inbox and presence keys blinds no one", "
     REQUIRE(wait_until([&] { return contact_entry(c, a.id())["status"] == "busy"; }, 20s));
     CHECK(contact_entry(c, a.id())["note"] == "real");
     mallory.join();
+}
+
+TEST_CASE("a peer that stops reading: the link queue stays bounded, nothing is lost", "[daemon][hostile][backpressure]") {
+    TempDir dir;
+    DhtBootstrap boot(random_network_id(), dir.path());
+    Juiced a("alice", dir.path(), boot), b("bob", dir.path(), boot);
+    REQUIRE(a.start());
+    REQUIRE(b.start());
+    befriend(a, b);
+    // bob freezes (SIGSTOP): his socket buffers fill and alice's link queue
+    // would grow with every message; 300 x 60 KiB is ~18 MiB: past what the
+    // kernel's socket buffers absorb, over the 8 MiB high-water mark.
+    ::kill(b.pid(), SIGSTOP);
+    const int n = 300;
+    std::string text(60 * 1024, 'q');
+    long rss_before = 0;
+    {
+        std::ifstream st("/proc/" + std::to_string(a.pid()) + "/status");
+        for (std::string line; std::getline(st, line);)
+            if (line.rfind("VmRSS:", 0) == 0) rss_before = std::stol(line.substr(6));
+    }
+    for (int i = 0; i < n; ++i) {
+        text[0] = static_cast<char>('A' + i % 26);
+        a.call("messages.send", {{"to", b.id()}, {"text", text}});
+    }
+    long rss_peak = 0;
+    {
+        std::ifstream st("/proc/" + std::to_string(a.pid()) + "/status");
+        for (std::string line; std::getline(st, line);)
+            if (line.rfind("VmRSS:", 0) == 0) rss_peak = std::stol(line.substr(6));
+    }
+    CHECK(a.log().find("link queue full, pausing") != std::string::npos);
+    ::kill(b.pid(), SIGCONT);
+    REQUIRE(wait_until(
+        [&] {
+            auto h = a.call("messages.history", {{"with", b.id()}, {"limit", n}});
+            if (h.size() != static_cast<std::size_t>(n)) return false;
+            for (auto& m : h)
+                if (m["state"] != "delivered") return false;
+            return true;
+        },
+        60s, 250ms));
+    auto hb = b.call("messages.history", {{"with", a.id()}, {"limit", n}});
+    REQUIRE(hb.size() == static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) CHECK(hb[i]["text"].get<std::string>()[0] == static_cast<char>('A' + i % 26));
+    WARN("backpressure: alice's RSS before " << rss_before << " KiB, at the peak " << rss_peak << " KiB");
 }
