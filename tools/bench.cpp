@@ -26,8 +26,8 @@
 #include <algorithm>
 #include <atomic>
 #include <fstream>
-#include <sstream>
 #include <iostream>
+#include <sstream>
 #include <thread>
 
 using namespace juice::test;
@@ -127,8 +127,8 @@ void progress(const std::string& s) {
 
 int main(int argc, char** argv) {
     CLI::App app{"juice-bench: latency and footprint of juiced on loopback (JSON on stdout)"};
-    int presence_n = 200, message_n = 1000, cold_n = 5, contacts_n = 100, throughput_n = 20000,
-        offline_n = 5, request_n = 20;
+    int presence_n = 200, message_n = 1000, cold_n = 5, contacts_n = 100, throughput_n = 20000, offline_n = 5,
+        request_n = 20;
     std::string sync = "normal", log_level = "warn";
     bool keep = false;
     app.add_option("--presence", presence_n, "presence updates per path")->capture_default_str();
@@ -231,14 +231,11 @@ int main(int argc, char** argv) {
                 if (page.size() < 1000) break;
                 before = page[0]["seq"];
             }
-            out["throughput"] = {{"messages", throughput_n},
-                                 {"all_delivered", done},
-                                 {"stored_at_receiver_total", at_b},
-                                 {"accept_ms", sent_ms},
-                                 {"delivered_ms", total_ms},
-                                 {"messages_per_s", throughput_n / (total_ms / 1000.0)},
-                                 {"cpu_s_both_daemons", cpu},
-                                 {"cpu_us_per_message", cpu * 1e6 / throughput_n}};
+            out["throughput"] = {
+                {"messages", throughput_n},         {"all_delivered", done},
+                {"stored_at_receiver_total", at_b}, {"accept_ms", sent_ms},
+                {"delivered_ms", total_ms},         {"messages_per_s", throughput_n / (total_ms / 1000.0)},
+                {"cpu_s_both_daemons", cpu},        {"cpu_us_per_message", cpu * 1e6 / throughput_n}};
         }
 
         // Offline delivery: alice writes to bob while he is down, leaves;
@@ -251,8 +248,9 @@ int main(int argc, char** argv) {
                 if (!a.running() && !a.start()) throw std::runtime_error(a.error);
                 EventWatcher ea3(a, {"message.state"});
                 auto r = a.call("messages.send", {{"to", b.id()}, {"text", "offline " + std::to_string(i)}});
-                if (!ea3.wait_for([&](const json& e) { return e["msg_id"] == r["msg_id"] && e["state"] == "sent"; },
-                                  20s))
+                if (!ea3.wait_for(
+                        [&](const json& e) { return e["msg_id"] == r["msg_id"] && e["state"] == "sent"; },
+                        20s))
                     throw std::runtime_error("the message did not reach bob's inbox");
                 a.stop();
                 auto t0 = clk::now();
@@ -266,7 +264,8 @@ int main(int argc, char** argv) {
                 if (got) lat.push_back(ms_since(t0));
             }
             out["offline_delivery"] = summary(lat);
-            out["offline_delivery"]["what"] = "bob process start -> message from his DHT inbox in his history";
+            out["offline_delivery"]["what"] =
+                "bob process start -> message from his DHT inbox in his history";
             if (!a.running() && !a.start()) throw std::runtime_error(a.error);
         }
 
@@ -282,7 +281,9 @@ int main(int argc, char** argv) {
                 auto t0 = clk::now();
                 a.call("contacts.add", {{"id", s.id()}, {"message", "request " + std::to_string(i)}});
                 auto ev = es2.wait_for(
-                    [&](const json& e) { return e["id"] == a.id() && e["message"] == "request " + std::to_string(i); },
+                    [&](const json& e) {
+                        return e["id"] == a.id() && e["message"] == "request " + std::to_string(i);
+                    },
                     20s);
                 if (!ev) {
                     ++lost;
@@ -290,11 +291,13 @@ int main(int argc, char** argv) {
                 }
                 lat.push_back(ms_since(t0));
                 s.call("contacts.reject", {{"id", a.id()}});
-                wait_until([&] {
-                    for (auto& c : a.call("contacts.list"))
-                        if (c["id"] == s.id()) return false;
-                    return true;
-                }, 10s);
+                wait_until(
+                    [&] {
+                        for (auto& c : a.call("contacts.list"))
+                            if (c["id"] == s.id()) return false;
+                        return true;
+                    },
+                    10s);
             }
             out["contact_request"] = summary(lat);
             out["contact_request"]["lost"] = lost;

@@ -30,11 +30,11 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
-#include <deque>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -289,8 +289,8 @@ std::vector<odht::NodeExport> load_node_cache(const fs::path& path) {
         dht_logger()->warn("ignoring node cache {}: {}", path.string(), e.what());
         return {};
     }
-    auto nodes = detail::parse_node_cache(
-        std::span(reinterpret_cast<const std::uint8_t*>(data.data()), data.size()));
+    auto nodes =
+        detail::parse_node_cache(std::span(reinterpret_cast<const std::uint8_t*>(data.data()), data.size()));
     if (!nodes) {
         dht_logger()->warn("ignoring corrupt node cache {}: {}", path.string(), nodes.error().message);
         return {};
@@ -550,14 +550,15 @@ Result<void> DhtNode::Impl::run_runner(const odht::crypto::Identity& id, bool la
     }
     port = udp->getBoundRef(AF_INET).getPort();
     // The put guard first (it keeps OpenDHT alive), then the caller's filter.
-    PacketFilter filter = [guard = guard, user = opts.packet_filter, log = log](std::span<const std::uint8_t> data,
-                                                                                 const std::string& from) {
+    PacketFilter filter = [guard = guard, user = opts.packet_filter, log = log](
+                              std::span<const std::uint8_t> data, const std::string& from) {
         if (!guard->inspect(data, from, PutGuard::Clock::now())) {
             auto n = guard->dropped();
             if (n == 1 || n % 100 == 0)
-                log->warn("dropped a put from {} that reuses a signed value's id without an owner (it would "
-                          "crash OpenDHT 2.4.12); {} such packets so far",
-                          from, n);
+                log->warn(
+                    "dropped a put from {} that reuses a signed value's id without an owner (it would "
+                    "crash OpenDHT 2.4.12); {} such packets so far",
+                    from, n);
             return false;
         }
         return user ? user(data, from) : true;
@@ -717,7 +718,8 @@ void DhtNode::Impl::listen(WatchEntry& w) {
         // which waits out unreachable nodes (e.g. stale entries of the node
         // cache: ~1 s each). Duplicates are dropped by the replay rule.
         runner->get(
-            w.key, [cb](const std::vector<std::shared_ptr<odht::Value>>& values) { return cb(values, false); },
+            w.key,
+            [cb](const std::vector<std::shared_ptr<odht::Value>>& values) { return cb(values, false); },
             [](bool) {}, filter);
         w.token = runner->listen(w.key, odht::ValueCallback(std::move(cb)), std::move(filter)).share();
     } catch (const std::exception& e) {
@@ -756,10 +758,12 @@ void DhtNode::Impl::listen_inbox() {
     *round = [state = inbox, process, post, weak = std::weak_ptr<std::function<void()>>(round)] {
         bool more = false;
         for (auto& p : state->take(more)) process(p.id, p.data);
-        if (auto self_round = weak.lock(); more && self_round) post_safe(post, [self_round] { (*self_round)(); });
+        if (auto self_round = weak.lock(); more && self_round)
+            post_safe(post, [self_round] { (*self_round)(); });
     };
     inbox_round = round;
-    auto cb = [post, state = inbox, round](const std::vector<std::shared_ptr<odht::Value>>& values, bool expired) {
+    auto cb = [post, state = inbox, round](const std::vector<std::shared_ptr<odht::Value>>& values,
+                                           bool expired) {
         // DHT thread, runner lock held: cheap checks, copy, post.
         if (expired) return true;
         bool start = false;
@@ -922,9 +926,8 @@ void DhtNode::find_key(const UserId& user, std::function<void(bool found)> done)
     }
     try {
         d.runner->findCertificate(
-            info_hash_of(user),
-            [post, done, user, keys = d.keys,
-             on_key = d.opts.on_key](const std::shared_ptr<odht::crypto::Certificate>& cert) {
+            info_hash_of(user), [post, done, user, keys = d.keys, on_key = d.opts.on_key](
+                                    const std::shared_ptr<odht::crypto::Certificate>& cert) {
                 // DHT thread. OpenDHT checked that the certificate's id is `user`.
                 bool found = false;
                 try {
@@ -972,11 +975,10 @@ void DhtNode::put_inbox(const UserId& to, const SealedValue& value, std::functio
     };
     if (!d.running) return report(false);
     try {
-        auto v = std::make_shared<odht::Value>(k_inbox_type_id, odht::Blob(value.data.begin(), value.data.end()),
-                                               value.id);
-        d.runner->put(
-            odht::InfoHash::get(inbox_key_name(to)), v,
-            [report](bool ok, const std::vector<std::shared_ptr<odht::Node>>&) { report(ok); });
+        auto v = std::make_shared<odht::Value>(k_inbox_type_id,
+                                               odht::Blob(value.data.begin(), value.data.end()), value.id);
+        d.runner->put(odht::InfoHash::get(inbox_key_name(to)), v,
+                      [report](bool ok, const std::vector<std::shared_ptr<odht::Node>>&) { report(ok); });
     } catch (const std::exception& e) {
         d.log->error("putting an inbox value failed: {}", e.what());
         report(false);
@@ -1002,8 +1004,8 @@ void DhtNode::refetch_inbox() {
         auto cb = d.inbox_cb;
         d.runner->get(
             odht::InfoHash::get(inbox_key_name(*d.self)),
-            [cb](const std::vector<std::shared_ptr<odht::Value>>& values) { return cb(values, false); }, [](bool) {},
-            [](const odht::Value& v) { return v.type == k_inbox_type_id; });
+            [cb](const std::vector<std::shared_ptr<odht::Value>>& values) { return cb(values, false); },
+            [](bool) {}, [](const odht::Value& v) { return v.type == k_inbox_type_id; });
     } catch (const std::exception& e) {
         d.log->warn("fetching our inbox failed: {}", e.what());
     }

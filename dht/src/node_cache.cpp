@@ -2,9 +2,9 @@
 
 #include "juice/dht/presence.hpp"
 
-#include <msgpack.hpp>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <msgpack.hpp>
 
 namespace juice::dht::detail {
 

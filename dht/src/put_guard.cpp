@@ -159,7 +159,8 @@ bool PutGuard::check_value_bytes(const Key& key, std::span<const std::uint8_t> b
     try {
         const auto n = bytes.size();
         msgpack::unpack_limit limit(n, n, n, n, n, 64);
-        auto handle = msgpack::unpack(reinterpret_cast<const char*>(bytes.data()), n, nullptr, nullptr, limit);
+        auto handle =
+            msgpack::unpack(reinterpret_cast<const char*>(bytes.data()), n, nullptr, nullptr, limit);
         return check_value(key, &handle.get());
     } catch (const msgpack::size_overflow&) {
         return false;  // claims more than it holds: not a value, and costly to try
@@ -168,7 +169,8 @@ bool PutGuard::check_value_bytes(const Key& key, std::span<const std::uint8_t> b
     }
 }
 
-bool PutGuard::inspect(std::span<const std::uint8_t> datagram, const std::string& from, Clock::time_point now) {
+bool PutGuard::inspect(std::span<const std::uint8_t> datagram, const std::string& from,
+                       Clock::time_point now) {
     msgpack::object_handle handle;
     try {
         // Every element needs at least a byte: a header claiming more than

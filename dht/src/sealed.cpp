@@ -46,7 +46,8 @@ Result<InboxOpener> InboxOpener::create(const crypto::Identity& identity) {
         impl->key = std::make_shared<odht::crypto::PrivateKey>(odht::Blob(pem.begin(), pem.end()), "");
         return InboxOpener(std::move(impl));
     } catch (const std::exception& e) {
-        return make_error(errc::start_failed, std::string("the identity key could not be loaded: ") + e.what());
+        return make_error(errc::start_failed,
+                          std::string("the identity key could not be loaded: ") + e.what());
     }
 }
 

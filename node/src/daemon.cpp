@@ -745,7 +745,8 @@ struct Daemon::Impl {
         std::uint64_t bundle = std::uniform_int_distribution<std::uint64_t>(1)(rng);
         auto chunks = make_bundle(bundle, frames);
         if (chunks.empty()) {
-            spdlog::error("inbox: {} frames for {} do not fit a bundle", frames.size(), to.hex().substr(0, 8));
+            spdlog::error("inbox: {} frames for {} do not fit a bundle", frames.size(),
+                          to.hex().substr(0, 8));
             return 0;
         }
         std::vector<InboxValueRecord> values;
@@ -812,7 +813,8 @@ struct Daemon::Impl {
             if (ok)
                 spdlog::debug("inbox: stored a {} value for {}", kind, peer.hex().substr(0, 8));
             else
-                spdlog::debug("inbox: no DHT node stored a {} value for {} yet", kind, peer.hex().substr(0, 8));
+                spdlog::debug("inbox: no DHT node stored a {} value for {} yet", kind,
+                              peer.hex().substr(0, 8));
         });
     }
 
@@ -861,8 +863,9 @@ struct Daemon::Impl {
         auto emit = [&] {
             // "sent" once a DHT node holds the bundle.
             auto bundle_id = std::make_shared<std::uint64_t>(0);
-            auto bundle = send_bundle(p.contact.id, InboxKind::messages, frames,
-                                      [this, bundle_id, to = p.contact.id] { bundle_stored(*bundle_id, to); });
+            auto bundle =
+                send_bundle(p.contact.id, InboxKind::messages, frames,
+                            [this, bundle_id, to = p.contact.id] { bundle_stored(*bundle_id, to); });
             *bundle_id = bundle;
             if (bundle)
                 for (const auto* m : in_bundle) (void)store->set_message_inbox(m->id, bundle);
@@ -913,8 +916,8 @@ struct Daemon::Impl {
         std::vector<Frame> receipts;
         for (std::size_t i = 0; i < p.inbox_receipts.size(); i += k_max_receipt_ids) {
             auto end = std::min(p.inbox_receipts.size(), i + k_max_receipt_ids);
-            receipts.push_back(
-                ReceiptFrame{std::vector<MessageId>(p.inbox_receipts.begin() + i, p.inbox_receipts.begin() + end)});
+            receipts.push_back(ReceiptFrame{
+                std::vector<MessageId>(p.inbox_receipts.begin() + i, p.inbox_receipts.begin() + end)});
         }
         if (!receipts.empty()) send_bundle(p.contact.id, InboxKind::receipts, receipts);
         p.inbox_acks.clear();
@@ -1029,11 +1032,14 @@ struct Daemon::Impl {
     void on_inbox_item(const UserId& from, const Bytes& payload) {
         if (stopping || from == self) return;
         auto chunk = decode_inbox_chunk(payload);
-        if (!chunk) return spdlog::debug("inbox: a value from {}: {}", from.hex().substr(0, 8), chunk.error().what());
+        if (!chunk)
+            return spdlog::debug("inbox: a value from {}: {}", from.hex().substr(0, 8), chunk.error().what());
         auto bytes = assembler.add(from, std::move(*chunk), steady_clock::now());
         if (!bytes) return;
         auto frames = decode_bundle(*bytes);
-        if (!frames) return spdlog::debug("inbox: a bundle from {}: {}", from.hex().substr(0, 8), frames.error().what());
+        if (!frames)
+            return spdlog::debug("inbox: a bundle from {}: {}", from.hex().substr(0, 8),
+                                 frames.error().what());
         spdlog::debug("inbox: {} frames from {}", frames->size(), from.hex().substr(0, 8));
         for (const auto& f : *frames) on_inbox_frame(from, f);
     }
@@ -1444,7 +1450,8 @@ struct Daemon::Impl {
             if (params.contains("message")) {
                 auto m = param_string(params, "message");
                 if (!m || m->size() > k_max_request_bytes)
-                    return r.error(RpcError::invalid_params("'message' must be a string of at most 1024 bytes"));
+                    return r.error(
+                        RpcError::invalid_params("'message' must be a string of at most 1024 bytes"));
                 message = *m;
             }
             auto it = peers.find(parsed->id);
@@ -1466,7 +1473,8 @@ struct Daemon::Impl {
                     start_watch(p);
                     send_request(p);
                     publish_presence();
-                    publish({{"type", "contact.state"}, {"id", p.contact.id.hex()}, {"state", "pending_out"}});
+                    publish(
+                        {{"type", "contact.state"}, {"id", p.contact.id.hex()}, {"state", "pending_out"}});
                 }
                 return r.result({{"id", parsed->id.hex()}, {"state", to_string(p.contact.state)}});
             }
@@ -1491,8 +1499,8 @@ struct Daemon::Impl {
             Peer* p = require_contact(params, "id", r);
             if (!p) return;
             if (p->contact.state != ContactState::pending_in)
-                return r.error(RpcError::app("no_request", "there is no contact request from " +
-                                                               p->contact.id.hex() + " to answer"));
+                return r.error(RpcError::app(
+                    "no_request", "there is no contact request from " + p->contact.id.hex() + " to answer"));
             accept_request(*p);
             r.result(json::object());
         });
@@ -1501,10 +1509,11 @@ struct Daemon::Impl {
             Peer* p = require_contact(params, "id", r);
             if (!p) return;
             if (p->contact.state != ContactState::pending_in)
-                return r.error(RpcError::app("no_request", "there is no contact request from " +
-                                                               p->contact.id.hex() + " to answer"));
+                return r.error(RpcError::app(
+                    "no_request", "there is no contact request from " + p->contact.id.hex() + " to answer"));
             UserId id = p->contact.id;
-            if (auto s = store->set_declined(id, p->contact.request_ts); !s) return r.error(storage_error(s.error()));
+            if (auto s = store->set_declined(id, p->contact.request_ts); !s)
+                return r.error(storage_error(s.error()));
             answered_declined.insert(id);
             drop_peer(id, "removed");
             send_control(id, AnswerFrame{false});
@@ -1559,7 +1568,8 @@ struct Daemon::Impl {
             if (p->contact.state == ContactState::blocked)
                 return r.error(RpcError::app("blocked", "you blocked this contact; unblock it first"));
             if (p->contact.state == ContactState::pending_in)
-                return r.error(RpcError::app("no_request", "accept their contact request first (contacts.accept)"));
+                return r.error(
+                    RpcError::app("no_request", "accept their contact request first (contacts.accept)"));
             auto text = param_string(params, "text");
             if (!text || text->empty())
                 return r.error(RpcError::invalid_params("'text' must be a non-empty string"));
@@ -1577,7 +1587,8 @@ struct Daemon::Impl {
             if (!added) return r.error(storage_error(added.error()));
             // Answered, and sent, once the batch holding it is durable.
             on_commit([this, m = std::move(m), r](bool ok) {
-                if (!ok) return r.error(RpcError::app("storage_failed", "the message store could not commit"));
+                if (!ok)
+                    return r.error(RpcError::app("storage_failed", "the message store could not commit"));
                 r.result({{"msg_id", m.id.hex()}, {"ts", m.ts}, {"seq", m.seq}});
                 auto it = peers.find(m.to);
                 if (it == peers.end()) return;
@@ -1637,13 +1648,15 @@ struct Daemon::Impl {
             auto m = store->get_message(*up_to);
             if (!m) return r.error(storage_error(m.error()));
             if (!m->has_value() || (*m)->outgoing || (*m)->from != p->contact.id)
-                return r.error(RpcError::app("unknown_message", "no message with that msg_id from this contact"));
+                return r.error(
+                    RpcError::app("unknown_message", "no message with that msg_id from this contact"));
             batch_open();
             auto changed = store->mark_read_until(p->contact.id, (*m)->seq);
             if (!changed) return r.error(storage_error(changed.error()));
             UserId id = p->contact.id;
             on_commit([this, id, ids = std::move(*changed), r](bool ok) {
-                if (!ok) return r.error(RpcError::app("storage_failed", "the message store could not commit"));
+                if (!ok)
+                    return r.error(RpcError::app("storage_failed", "the message store could not commit"));
                 r.result({{"marked", ids.size()}});
                 auto it = peers.find(id);
                 if (it == peers.end() || ids.empty() || !send_receipts) return;
@@ -1671,7 +1684,8 @@ struct Daemon::Impl {
         api->add_method("settings.set", [this](const json& params, Reply r) {
             for (const char* key : {"read_receipts", "typing"})
                 if (params.contains(key) && !params[key].is_boolean())
-                    return r.error(RpcError::invalid_params(std::string("'") + key + "' must be true or false"));
+                    return r.error(
+                        RpcError::invalid_params(std::string("'") + key + "' must be true or false"));
             if (params.contains("read_receipts")) send_receipts = params["read_receipts"].get<bool>();
             if (params.contains("typing")) send_typing = params["typing"].get<bool>();
             if (auto s = store->set_setting("read_receipts", send_receipts ? "1" : "0"); !s)

@@ -73,7 +73,8 @@ Result<InboxChunk> decode_inbox_chunk(std::span<const std::uint8_t> bytes) {
                 c.index = static_cast<std::uint32_t>(n);
                 have_i = true;
             } else if (key_is(kv.key, "n")) {
-                if (have_n || !uint(k_max_bundle_chunks, n) || n == 0) return malformed("'n' is out of range");
+                if (have_n || !uint(k_max_bundle_chunks, n) || n == 0)
+                    return malformed("'n' is out of range");
                 c.count = static_cast<std::uint32_t>(n);
                 have_n = true;
             } else if (key_is(kv.key, "d")) {
@@ -84,7 +85,8 @@ Result<InboxChunk> decode_inbox_chunk(std::span<const std::uint8_t> bytes) {
                 have_d = true;
             }
         }
-        if (!have_v || !have_b || !have_i || !have_n || !have_d) return malformed("a required key is missing");
+        if (!have_v || !have_b || !have_i || !have_n || !have_d)
+            return malformed("a required key is missing");
         if (c.index >= c.count) return malformed("'i' is not below 'n'");
         return c;
     } catch (const std::exception& e) {
@@ -105,8 +107,10 @@ std::vector<InboxChunk> make_bundle(std::uint64_t bundle, const std::vector<Fram
     std::vector<InboxChunk> out;
     for (std::size_t i = 0; i < count; ++i) {
         auto begin = all.begin() + static_cast<std::ptrdiff_t>(i * k_max_chunk_data);
-        auto end = all.begin() + static_cast<std::ptrdiff_t>(std::min(all.size(), (i + 1) * k_max_chunk_data));
-        out.push_back({bundle, static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(count), Bytes(begin, end)});
+        auto end =
+            all.begin() + static_cast<std::ptrdiff_t>(std::min(all.size(), (i + 1) * k_max_chunk_data));
+        out.push_back(
+            {bundle, static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(count), Bytes(begin, end)});
     }
     return out;
 }
@@ -127,7 +131,8 @@ Result<std::vector<Frame>> decode_bundle(std::span<const std::uint8_t> bytes) {
 }
 
 std::optional<Bytes> BundleAssembler::add(const UserId& from, InboxChunk chunk, Clock::time_point now) {
-    if (chunk.count == 0 || chunk.count > k_max_bundle_chunks || chunk.index >= chunk.count) return std::nullopt;
+    if (chunk.count == 0 || chunk.count > k_max_bundle_chunks || chunk.index >= chunk.count)
+        return std::nullopt;
     if (chunk.count == 1) return std::move(chunk.data);
     for (auto it = m_partial.begin(); it != m_partial.end();)
         it = now - it->second.first > k_partial_ttl ? m_partial.erase(it) : std::next(it);
@@ -135,9 +140,9 @@ std::optional<Bytes> BundleAssembler::add(const UserId& from, InboxChunk chunk, 
     auto it = m_partial.find(key);
     if (it == m_partial.end()) {
         if (m_partial.size() >= k_max_partial) {
-            auto oldest = std::min_element(m_partial.begin(), m_partial.end(), [](const auto& a, const auto& b) {
-                return a.second.first < b.second.first;
-            });
+            auto oldest = std::min_element(
+                m_partial.begin(), m_partial.end(),
+                [](const auto& a, const auto& b) { return a.second.first < b.second.first; });
             m_partial.erase(oldest);
         }
         Partial p;
@@ -146,7 +151,8 @@ std::optional<Bytes> BundleAssembler::add(const UserId& from, InboxChunk chunk, 
         it = m_partial.emplace(key, std::move(p)).first;
     }
     auto& p = it->second;
-    if (p.chunks.size() != chunk.count || p.chunks[chunk.index]) return std::nullopt;  // inconsistent or repeat
+    if (p.chunks.size() != chunk.count || p.chunks[chunk.index])
+        return std::nullopt;  // inconsistent or repeat
     p.chunks[chunk.index] = std::move(chunk.data);
     if (++p.have < p.chunks.size()) return std::nullopt;
     Bytes all;

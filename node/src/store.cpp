@@ -479,9 +479,10 @@ Result<void> Store::Impl::migrate() {
     // user_version is a signed 32-bit header field: a damaged file can hold a
     // negative one, which must not index k_migrations (found by fuzz_store).
     if (*version < 0)
-        return fail(make_error(store_errc::corrupt, "store " + file.string() + " has an invalid schema version " +
-                                                        std::to_string(*version) +
-                                                        ": the file is damaged (restore a backup or move the file away)"));
+        return fail(make_error(store_errc::corrupt,
+                               "store " + file.string() + " has an invalid schema version " +
+                                   std::to_string(*version) +
+                                   ": the file is damaged (restore a backup or move the file away)"));
     if (*version > k_schema_version)
         return fail(
             make_error(store_errc::too_new, "store " + file.string() + " has schema version " +
@@ -717,8 +718,8 @@ Result<std::int64_t> Store::max_outgoing_ts() {
 }
 
 Result<void> Store::set_message_inbox(const MessageId& id, std::uint64_t bundle) {
-    return m_impl->run(set_inbox_stmt, "recording a message's inbox copy", std::span<const std::uint8_t>(id.bytes),
-                       static_cast<std::int64_t>(bundle));
+    return m_impl->run(set_inbox_stmt, "recording a message's inbox copy",
+                       std::span<const std::uint8_t>(id.bytes), static_cast<std::int64_t>(bundle));
 }
 
 Result<std::size_t> Store::bundle_pending(std::uint64_t bundle) {
@@ -760,7 +761,8 @@ Result<std::vector<InboxValueRecord>> Store::inbox_values() {
         InboxValueRecord v;
         auto peer = UserId::from_bytes(column_blob(st->get(), 1));
         auto kind = sqlite3_column_int64(st->get(), 3);
-        if (!peer || kind < 0 || kind > static_cast<int>(InboxKind::receipts)) return m_impl->bad_row("inbox");
+        if (!peer || kind < 0 || kind > static_cast<int>(InboxKind::receipts))
+            return m_impl->bad_row("inbox");
         v.value_id = static_cast<std::uint64_t>(sqlite3_column_int64(st->get(), 0));
         v.peer = *peer;
         v.bundle = static_cast<std::uint64_t>(sqlite3_column_int64(st->get(), 2));
@@ -779,19 +781,20 @@ Result<void> Store::remove_inbox_bundle(std::uint64_t bundle) {
 }
 
 Result<void> Store::remove_inbox_kind(const UserId& peer, InboxKind kind) {
-    return m_impl->run(delete_inbox_kind_stmt, "removing inbox values", std::span<const std::uint8_t>(peer.bytes),
-                       static_cast<std::int64_t>(kind));
+    return m_impl->run(delete_inbox_kind_stmt, "removing inbox values",
+                       std::span<const std::uint8_t>(peer.bytes), static_cast<std::int64_t>(kind));
 }
 
 // ---- declined contact requests ----
 
 Result<std::optional<std::int64_t>> Store::declined_until(const UserId& id) {
-    return m_impl->scalar(get_declined_stmt, "reading a declined request", std::span<const std::uint8_t>(id.bytes));
+    return m_impl->scalar(get_declined_stmt, "reading a declined request",
+                          std::span<const std::uint8_t>(id.bytes));
 }
 
 Result<void> Store::set_declined(const UserId& id, std::int64_t request_ts) {
-    return m_impl->run(set_declined_stmt, "recording a declined request", std::span<const std::uint8_t>(id.bytes),
-                       request_ts);
+    return m_impl->run(set_declined_stmt, "recording a declined request",
+                       std::span<const std::uint8_t>(id.bytes), request_ts);
 }
 
 // ---- settings ----

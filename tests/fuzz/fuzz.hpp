@@ -12,12 +12,12 @@
 
 // A property every input must keep. Failing aborts, so libFuzzer records the
 // input and the replay test fails (unlike assert, it is never compiled out).
-#define JUICE_FUZZ_CHECK(cond)                                                                      \
-    do {                                                                                            \
-        if (!(cond)) {                                                                              \
+#define JUICE_FUZZ_CHECK(cond)                                                                    \
+    do {                                                                                          \
+        if (!(cond)) {                                                                            \
             std::fprintf(stderr, "%s:%d: fuzz property failed: %s\n", __FILE__, __LINE__, #cond); \
-            std::abort();                                                                           \
-        }                                                                                           \
+            std::abort();                                                                         \
+        }                                                                                         \
     } while (0)
 
 namespace juice::fuzz {

@@ -17,8 +17,8 @@ void check_round_trip(const Frame& frame) {
     auto wire = encode_frame(frame);
     // Decoding enforces the encoder's limits, so a decoded frame must encode.
     JUICE_FUZZ_CHECK(wire.size() > 4);
-    const std::size_t n = (std::size_t(wire[0]) << 24) | (std::size_t(wire[1]) << 16) |
-                          (std::size_t(wire[2]) << 8) | wire[3];
+    const std::size_t n =
+        (std::size_t(wire[0]) << 24) | (std::size_t(wire[1]) << 16) | (std::size_t(wire[2]) << 8) | wire[3];
     JUICE_FUZZ_CHECK(n == wire.size() - 4);
     auto again = decode_frame_body(std::span(wire).subspan(4));
     JUICE_FUZZ_CHECK(again.ok());

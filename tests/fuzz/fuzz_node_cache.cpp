@@ -12,8 +12,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (!nodes) return 0;
     JUICE_FUZZ_CHECK(nodes->size() <= jd::k_max_cached_nodes);
     auto wire = jd::encode_node_cache(*nodes);
-    auto again = jd::parse_node_cache(
-        std::span(reinterpret_cast<const std::uint8_t*>(wire.data()), wire.size()));
+    auto again =
+        jd::parse_node_cache(std::span(reinterpret_cast<const std::uint8_t*>(wire.data()), wire.size()));
     JUICE_FUZZ_CHECK(again.ok());
     JUICE_FUZZ_CHECK(again->size() == nodes->size());
     for (std::size_t i = 0; i < nodes->size(); ++i) {

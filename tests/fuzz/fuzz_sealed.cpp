@@ -10,7 +10,8 @@ using namespace juice;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     static const dht::InboxOpener opener = [] {
-        auto id = crypto::Identity::from_pem(fuzz::k_recipient_key_pem, fuzz::k_recipient_crt_pem, std::nullopt);
+        auto id =
+            crypto::Identity::from_pem(fuzz::k_recipient_key_pem, fuzz::k_recipient_crt_pem, std::nullopt);
         JUICE_FUZZ_CHECK(id.ok());
         auto o = dht::InboxOpener::create(*id);
         JUICE_FUZZ_CHECK(o.ok());

@@ -32,7 +32,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const auto dir = scratch_dir();
     const auto file = dir / "juice.db";
     std::error_code ec;
-    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) fs::remove(dir / ("juice.db" + std::string(suffix)), ec);
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"})
+        fs::remove(dir / ("juice.db" + std::string(suffix)), ec);
     {
         std::ofstream out(file, std::ios::binary | std::ios::trunc);
         out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));

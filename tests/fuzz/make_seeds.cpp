@@ -108,7 +108,8 @@ void inbox(const fs::path& dir) {
     std::vector<std::vector<node::Frame>> bundles = {
         {all[8]},
         {all[1], all[3], all[10]},
-        {node::MessageFrame{mid(9), 5, std::string(60000, 'a')}, node::MessageFrame{mid(8), 6, std::string(3000, 'b')}},
+        {node::MessageFrame{mid(9), 5, std::string(60000, 'a')},
+         node::MessageFrame{mid(8), 6, std::string(3000, 'b')}},
     };
     std::uint64_t id = 40;
     for (const auto& frames : bundles) {
@@ -252,7 +253,8 @@ void store(const fs::path& dir) {
         c.added = 1;
         must(s->put_contact(c));
         for (std::uint8_t i = 1; i <= 3; ++i) {
-            node::MessageRecord m{mid(i), c.id, UserId{}, "hi " + std::to_string(i), i, node::MessageState::delivered};
+            node::MessageRecord m{
+                mid(i), c.id, UserId{}, "hi " + std::to_string(i), i, node::MessageState::delivered};
             must(s->add_message(m));
         }
         must(s->set_setting("name", "Alice"));
@@ -264,22 +266,35 @@ void store(const fs::path& dir) {
 }
 
 void api(const fs::path& dir) {
-    write(dir, "echo", R"({"jsonrpc":"2.0","id":1,"method":"echo","params":{"a":[1,2,{"b":null}]}})" "\n");
-    write(dir, "get", R"({"jsonrpc":"2.0","id":"x","method":"get","params":{"text":"hi","limit":3}})" "\n"
-                      R"({"jsonrpc":"2.0","id":2,"method":"get","params":{"text":5}})" "\n");
-    write(dir, "batch", R"([{"jsonrpc":"2.0","id":1,"method":"later"},{"jsonrpc":"2.0","method":"drop"},)"
-                        R"({"jsonrpc":"2.0","id":3,"method":"twice","params":{}},{"jsonrpc":"2.0","id":4,"method":"nope"}])" "\n");
-    write(dir, "errors", "{not json}\n[]\n{\"jsonrpc\":\"1.0\",\"id\":1,\"method\":\"echo\"}\r\n"
-                         R"({"jsonrpc":"2.0","id":5,"method":"throw"})" "\n"
-                         R"({"jsonrpc":"2.0","id":6,"method":"fail","params":[1]})" "\n");
-    write(dir, "utf8", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{\"t\":\"\xff\xfe\"}}\n");
+    write(dir, "echo",
+          R"({"jsonrpc":"2.0","id":1,"method":"echo","params":{"a":[1,2,{"b":null}]}})"
+          "\n");
+    write(dir, "get",
+          R"({"jsonrpc":"2.0","id":"x","method":"get","params":{"text":"hi","limit":3}})"
+          "\n"
+          R"({"jsonrpc":"2.0","id":2,"method":"get","params":{"text":5}})"
+          "\n");
+    write(dir, "batch",
+          R"([{"jsonrpc":"2.0","id":1,"method":"later"},{"jsonrpc":"2.0","method":"drop"},)"
+          R"({"jsonrpc":"2.0","id":3,"method":"twice","params":{}},{"jsonrpc":"2.0","id":4,"method":"nope"}])"
+          "\n");
+    write(dir, "errors",
+          "{not json}\n[]\n{\"jsonrpc\":\"1.0\",\"id\":1,\"method\":\"echo\"}\r\n"
+          R"({"jsonrpc":"2.0","id":5,"method":"throw"})"
+          "\n"
+          R"({"jsonrpc":"2.0","id":6,"method":"fail","params":[1]})"
+          "\n");
+    write(dir, "utf8",
+          "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{\"t\":\"\xff\xfe\"}}\n");
 }
 
 std::string c_string(const std::string& pem) {
     std::string out;
     for (char ch : pem) {
-        if (ch == '\n') out += "\\n\"\n    \"";
-        else out += ch;
+        if (ch == '\n')
+            out += "\\n\"\n    \"";
+        else
+            out += ch;
     }
     return "\"" + out + "\"";
 }
@@ -344,9 +359,9 @@ void put_guard(const fs::path& dir, const crypto::Identity& sender) {
     auto signed7 = value_bytes(7, 1), plain7 = value_bytes(7, 0), sealed9 = value_bytes(9, 2);
     write(dir, "signed-then-unsigned", framed({put(1, {signed7}, {}), put(2, {plain7}, {})}));
     write(dir, "encrypted", framed({put(3, {sealed9}, {})}));
-    write(dir, "in-parts", framed({put(4, {}, {signed7.size(), plain7.size()}),
-                                   part(4, 0, 0, signed7), part(4, 1, 0, plain7.substr(0, 5)),
-                                   part(4, 1, 5, plain7.substr(5))}));
+    write(dir, "in-parts",
+          framed({put(4, {}, {signed7.size(), plain7.size()}), part(4, 0, 0, signed7),
+                  part(4, 1, 0, plain7.substr(0, 5)), part(4, 1, 5, plain7.substr(5))}));
     msgpack::sbuffer ping;
     Packer pk(ping);
     pk.pack_map(4);
@@ -361,8 +376,10 @@ int main(int argc, char** argv) {
         auto id = must(crypto::Identity::generate(2048, "Fuzz recipient"));
         std::cout << "// A fixed identity for the fuzz targets and their seeds (made by\n"
                      "// `juice_fuzz_seeds identity`). TEST ONLY: the private key is public.\n"
-                     "#pragma once\n\nnamespace juice::fuzz {\n\ninline constexpr const char* k_recipient_key_pem =\n    "
-                  << c_string(id.private_key_pem()) << ";\n\ninline constexpr const char* k_recipient_crt_pem =\n    "
+                     "#pragma once\n\nnamespace juice::fuzz {\n\ninline constexpr const char* "
+                     "k_recipient_key_pem =\n    "
+                  << c_string(id.private_key_pem())
+                  << ";\n\ninline constexpr const char* k_recipient_crt_pem =\n    "
                   << c_string(id.certificate_pem()) << ";\n\n}  // namespace juice::fuzz\n";
         return 0;
     }

@@ -449,7 +449,8 @@ TEST_CASE("dht node: start fails cleanly on a busy port", "[dht][integration]") 
 // juice's presence and inbox types on juice nodes). See
 // dht/src/put_guard.hpp. This reproduces it against a stock dhtnode and shows
 // a juice node survive it, for a type-0 value and for a presence record.
-TEST_CASE("dht node: the unsigned-put crash kills a stock dhtnode, not a juice node", "[dht][integration][attack]") {
+TEST_CASE("dht node: the unsigned-put crash kills a stock dhtnode, not a juice node",
+          "[dht][integration][attack]") {
     TempDir dir;
     DhtBootstrap boot(random_network_id(), dir.path());
     LoopThread loop;
@@ -477,7 +478,10 @@ TEST_CASE("dht node: the unsigned-put crash kills a stock dhtnode, not a juice n
         r->run(0, cid, true, boot.network());
         for (int p : ports) r->bootstrap("127.0.0.1", std::to_string(p));
         bool known = wait_until(
-            [&] { return r->getNodesStats(AF_INET).good_nodes + r->getNodesStats(AF_INET6).good_nodes >= ports.size(); },
+            [&] {
+                return r->getNodesStats(AF_INET).good_nodes + r->getNodesStats(AF_INET6).good_nodes >=
+                       ports.size();
+            },
             10s);
         REQUIRE(known);
         return r;
@@ -495,7 +499,9 @@ TEST_CASE("dht node: the unsigned-put crash kills a stock dhtnode, not a juice n
     auto value = std::make_shared<::dht::Value>(::dht::Blob{'o', 'k'});
     REQUIRE(wait_put([&](auto cb) { mallory->putSigned(key, value, cb); }));
     REQUIRE(boot.process().running());
-    wait_put([&](auto cb) { mallory->put(key, ::dht::Value(0, ::dht::Blob{'b', 'o', 'o', 'm'}, value->id), cb); });
+    wait_put([&](auto cb) {
+        mallory->put(key, ::dht::Value(0, ::dht::Blob{'b', 'o', 'o', 'm'}, value->id), cb);
+    });
     REQUIRE(wait_until([&] { return !boot.process().running(); }, 15s));
     CHECK(boot.process().wait(1s) == 128 + SIGSEGV);
     // The juice node dropped that packet at its socket and carries on.
@@ -517,8 +523,8 @@ TEST_CASE("dht node: the unsigned-put crash kills a stock dhtnode, not a juice n
         },
         10s));
     wait_put([&](auto cb) {
-        mallory2->put(presence_key, ::dht::Value(k_presence_type_id, ::dht::Blob{'b', 'o', 'o', 'm'}, presence_id),
-                      cb);
+        mallory2->put(presence_key,
+                      ::dht::Value(k_presence_type_id, ::dht::Blob{'b', 'o', 'o', 'm'}, presence_id), cb);
     });
     REQUIRE(wait_until([&] { return a.info().puts_refused > refused; }, 10s));
     CHECK(a.running());

@@ -217,7 +217,8 @@ TEST_CASE("hostile API: malformed, oversized and mistyped requests on one connec
     auto still_serves = [&](const std::string& after) {
         INFO("after: " << after);
         const int id = ++next_id;
-        REQUIRE(raw.send(R"({"jsonrpc":"2.0","id":)" + std::to_string(id) + R"(,"method":"identity.get"})" + "\n"));
+        REQUIRE(raw.send(R"({"jsonrpc":"2.0","id":)" + std::to_string(id) + R"(,"method":"identity.get"})" +
+                         "\n"));
         auto r = next_json(raw);
         CHECK(r["id"] == id);
         REQUIRE(r.contains("result"));
@@ -235,8 +236,10 @@ TEST_CASE("hostile API: malformed, oversized and mistyped requests on one connec
         expect(std::string("\x01\x02\x03garbage }{ \xff", 15), nullptr, -32700, "parse_error");
         expect(std::string(R"({"jsonrpc":"2.0","id":)") + '\0' + R"("x"})", nullptr, -32700, "parse_error");
         // Invalid UTF-8 inside a string, and a lone continuation byte.
-        expect("{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"identity.set_name\",\"params\":{\"name\":\"\xc3\x28\"}}",
-               nullptr, -32700, "parse_error");
+        expect(
+            "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"identity.set_name\",\"params\":{\"name\":"
+            "\"\xc3\x28\"}}",
+            nullptr, -32700, "parse_error");
         expect("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"identity.get\",\"params\":{\"\x80\":1}}", nullptr,
                -32700, "parse_error");
         expect(std::string(100000, '['), nullptr, -32700, "parse_error");
@@ -265,7 +268,8 @@ TEST_CASE("hostile API: malformed, oversized and mistyped requests on one connec
         expect(R"({"jsonrpc":"2.0","id":7,"method":"calls.start","params":{}})", 7, -32601, "unknown_method");
         expect(R"({"jsonrpc":"1.0","id":8,"method":"identity.get"})", 8, -32600, "invalid_request");
         expect(R"({"jsonrpc":"2.0","id":9,"method":42})", 9, -32600, "invalid_request");
-        expect(R"({"jsonrpc":"2.0","id":{"a":1},"method":"identity.get"})", nullptr, -32600, "invalid_request");
+        expect(R"({"jsonrpc":"2.0","id":{"a":1},"method":"identity.get"})", nullptr, -32600,
+               "invalid_request");
         expect(R"({"jsonrpc":"2.0","id":10,"method":"identity.get","params":5})", 10, -32600,
                "invalid_request");
         expect(R"({"jsonrpc":"2.0","id":11,"method":"identity.get","params":[1,2]})", 11, -32602,
@@ -309,12 +313,11 @@ TEST_CASE("hostile API: malformed, oversized and mistyped requests on one connec
     }
 
     SECTION("a batch of garbage mixed with real requests") {
-        const std::string batch =
-            R"([1,"x",{"jsonrpc":"2.0","id":"b1","method":"identity.get"},{"foo":1},)"
-            R"({"jsonrpc":"2.0","method":"presence.set","params":{"status":"nope"}},)"
-            R"({"jsonrpc":"2.0","id":"b2","method":"nope"},)"
-            R"({"jsonrpc":"2.0","id":"b3","method":"messages.send","params":{"to":1}},)"
-            R"({"jsonrpc":"2.0","id":"b4","method":"node.info","params":[]}])";
+        const std::string batch = R"([1,"x",{"jsonrpc":"2.0","id":"b1","method":"identity.get"},{"foo":1},)"
+                                  R"({"jsonrpc":"2.0","method":"presence.set","params":{"status":"nope"}},)"
+                                  R"({"jsonrpc":"2.0","id":"b2","method":"nope"},)"
+                                  R"({"jsonrpc":"2.0","id":"b3","method":"messages.send","params":{"to":1}},)"
+                                  R"({"jsonrpc":"2.0","id":"b4","method":"node.info","params":[]}])";
         REQUIRE(raw.send(batch + "\n"));
         auto r = next_json(raw);
         INFO(r.dump());
@@ -385,7 +388,8 @@ TEST_CASE("hostile API: 200 concurrent clients, and memory returns after they le
                     auto who = call("identity.get", json::object());
                     if (!who || (*who)["id"] != d.id()) return fail(i, "identity.get: wrong answer");
                     auto methods = call("api.methods", json::object());
-                    if (!methods || std::find(methods->begin(), methods->end(), "node.info") == methods->end())
+                    if (!methods ||
+                        std::find(methods->begin(), methods->end(), "node.info") == methods->end())
                         return fail(i, "api.methods: no node.info");
                     if (!call("node.info", json::object())) return;
                     ++ready;
@@ -404,8 +408,8 @@ TEST_CASE("hostile API: 200 concurrent clients, and memory returns after they le
                     fail(i, "no contact.state event");
                 });
             }
-            bool all_ready = wait_until([&] { return ready + failed >= k_clients; },
-                                        std::chrono::seconds(40), std::chrono::milliseconds(20));
+            bool all_ready = wait_until([&] { return ready + failed >= k_clients; }, std::chrono::seconds(40),
+                                        std::chrono::milliseconds(20));
             if (all_ready && failed == 0) {
                 WARN("round " << which << ": " << k_clients << " clients connected and answered in "
                               << ms_since(t0) << " ms");
@@ -430,7 +434,7 @@ TEST_CASE("hostile API: 200 concurrent clients, and memory returns after they le
     round(2);
     const long rss2 = proc_rss_kib(d.pid());
     WARN("juiced VmRSS: before " << rss0 << " KiB, after 200 clients " << rss1 << " KiB, after 200 more "
-                                  << rss2 << " KiB");
+                                 << rss2 << " KiB");
     REQUIRE(rss0 > 0);
     // Each client holds a 16 KiB read buffer while connected (3.2 MiB for
     // 200) and the allocator keeps some of what they freed; a second round
@@ -493,9 +497,12 @@ TEST_CASE("hostile API: a client that never reads gets events_dropped and stalls
         json batch = json::array();
         for (int i = 0; i < 100; ++i) {
             auto id = random_user_id();
-            batch.push_back({{"jsonrpc", "2.0"}, {"id", 2 * i}, {"method", "contacts.block"}, {"params", {{"id", id}}}});
             batch.push_back(
-                {{"jsonrpc", "2.0"}, {"id", 2 * i + 1}, {"method", "contacts.remove"}, {"params", {{"id", id}}}});
+                {{"jsonrpc", "2.0"}, {"id", 2 * i}, {"method", "contacts.block"}, {"params", {{"id", id}}}});
+            batch.push_back({{"jsonrpc", "2.0"},
+                             {"id", 2 * i + 1},
+                             {"method", "contacts.remove"},
+                             {"params", {{"id", id}}}});
         }
         REQUIRE(gen.send(batch.dump() + "\n"));
         auto r = next_json(gen, std::chrono::seconds(20));

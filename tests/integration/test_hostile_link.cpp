@@ -229,8 +229,9 @@ std::size_t count_of(const std::string& text, const std::string& needle) {
 // The daemon logged that it refused or dropped the connection from `who`
 // ("127.0.0.1:port"); waits a little, since the log is written after the close.
 bool logged_refusal(Juiced& d, const std::string& who) {
-    return wait_until([&] { return d.log().find("refused an incoming link from " + who + ":") != std::string::npos; },
-                      seconds(3));
+    return wait_until(
+        [&] { return d.log().find("refused an incoming link from " + who + ":") != std::string::npos; },
+        seconds(3));
 }
 
 // The link entry `d` shows for `peer_id` in node.info; null when none.
@@ -246,8 +247,8 @@ bool message_delivered(Juiced& a, Juiced& b, const std::string& text) {
     EventWatcher ea(a, {"message.state"});
     auto m = a.call("messages.send", {{"to", b.id()}, {"text", text}});
     return ea
-        .wait_for(
-            [&](const json& e) { return e["msg_id"] == m["msg_id"] && e["state"] == "delivered"; }, seconds(10))
+        .wait_for([&](const json& e) { return e["msg_id"] == m["msg_id"] && e["state"] == "delivered"; },
+                  seconds(10))
         .has_value();
 }
 
@@ -258,8 +259,7 @@ Bytes length_prefix(std::uint32_t n) {
 
 }  // namespace
 
-TEST_CASE("hostile links: unknown keys and a contact's name on another key are refused",
-          "[hostile][link]") {
+TEST_CASE("hostile links: unknown keys and a contact's name on another key are refused", "[hostile][link]") {
     TempDir dir;
     DhtBootstrap boot(random_network_id(), dir.path());
     Juiced a("alice", dir.path(), boot), b("bob", dir.path(), boot);
@@ -300,16 +300,17 @@ TEST_CASE("hostile links: unknown keys and a contact's name on another key are r
         REQUIRE(crypto::Identity::generate(2048, "gnutls")->save(keys.path() / "id", std::nullopt));
         const auto before = count_of(a.log(), "refused an incoming link from");
         auto t0 = Clock::now();
-        Process cli("gnutls-cli",
-                    {"--insecure", "--x509certfile", (keys.path() / "id" / "identity.crt").string(),
-                     "--x509keyfile", (keys.path() / "id" / "identity.key").string(), "-p",
-                     std::to_string(port), "127.0.0.1"},
-                    keys.path() / "gnutls-cli.log", {}, /*stdin_pipe=*/true);  // stdin open: it must not quit first
+        Process cli(
+            "gnutls-cli",
+            {"--insecure", "--x509certfile", (keys.path() / "id" / "identity.crt").string(), "--x509keyfile",
+             (keys.path() / "id" / "identity.key").string(), "-p", std::to_string(port), "127.0.0.1"},
+            keys.path() / "gnutls-cli.log", {}, /*stdin_pipe=*/true);  // stdin open: it must not quit first
         const int code = cli.wait(seconds(10));
         INFO("gnutls-cli log:\n" << cli.log());
         CHECK(code > 0);  // it exited with an error, within the bound
         WARN("gnutls-cli: exit " << code << " after " << ms_since(t0) << " ms");
-        CHECK(wait_until([&] { return count_of(a.log(), "refused an incoming link from") > before; }, seconds(3)));
+        CHECK(wait_until([&] { return count_of(a.log(), "refused an incoming link from") > before; },
+                         seconds(3)));
     }
 
     // The real contact's link was never disturbed, and messages flow.
@@ -361,9 +362,12 @@ TEST_CASE("hostile links: garbage, an oversized and a malformed frame close only
         CHECK(p.wait_closed(seconds(5)));
         WARN("oversized frame: closed after " << ms_since(t0) << " ms");
         CHECK(wait_until([&] { return link_entry(a, b.id()).is_null(); }, seconds(3)));
-        CHECK(wait_until([&] { return a.log().find("link down with " + b.id().substr(0, 8) + ": bad frame") !=
-                                      std::string::npos; },
-                         seconds(3)));
+        CHECK(wait_until(
+            [&] {
+                return a.log().find("link down with " + b.id().substr(0, 8) + ": bad frame") !=
+                       std::string::npos;
+            },
+            seconds(3)));
     }
 
     SECTION("a malformed msgpack frame from an authenticated contact") {
@@ -372,12 +376,16 @@ TEST_CASE("hostile links: garbage, an oversized and a malformed frame close only
         REQUIRE(p.send_frame(node::HelloFrame{1, "bob", {"text"}, "online", ""}));
         REQUIRE(wait_until([&] { return link_entry(a, b.id())["remote"] == p.tcp().name(); }, seconds(5)));
         Bytes bad = length_prefix(6);
-        for (int x : {0x81, 0xa1, 0x74, 0xc1, 0xc1, 0xc1}) bad.push_back(static_cast<std::uint8_t>(x));  // 0xc1: never used
+        for (int x : {0x81, 0xa1, 0x74, 0xc1, 0xc1, 0xc1})
+            bad.push_back(static_cast<std::uint8_t>(x));  // 0xc1: never used
         REQUIRE(p.send_plain(bad));
         CHECK(p.wait_closed(seconds(5)));
-        CHECK(wait_until([&] { return a.log().find("link down with " + b.id().substr(0, 8) + ": bad frame") !=
-                                      std::string::npos; },
-                         seconds(3)));
+        CHECK(wait_until(
+            [&] {
+                return a.log().find("link down with " + b.id().substr(0, 8) + ": bad frame") !=
+                       std::string::npos;
+            },
+            seconds(3)));
     }
 
     SECTION("a malformed frame instead of the hello") {
@@ -435,11 +443,13 @@ TEST_CASE("hostile links: a slowloris is cut by the handshake deadline", "[hosti
     CHECK(closed_after > 9000);
     CHECK(closed_after < 12000);
     CHECK(others_refused == 1);
-    CHECK(wait_until([&] {
-        auto log = a.log();
-        return log.find("refused an incoming link from " + slow.name() + ": tls handshake timed out") !=
-               std::string::npos;
-    }, seconds(3)));
+    CHECK(wait_until(
+        [&] {
+            auto log = a.log();
+            return log.find("refused an incoming link from " + slow.name() + ": tls handshake timed out") !=
+                   std::string::npos;
+        },
+        seconds(3)));
     CHECK(worst_api_ms < 1000);
 }
 
@@ -484,11 +494,13 @@ TEST_CASE("hostile links: a connection flood is bounded", "[hostile][link]") {
                 }
             return n;
         };
-        CHECK(wait_until([&] {
-            fd_max = std::max(fd_max, proc_fd_count(a.pid()));
-            refused = count_closed();
-            return refused >= k_flood - k_cap;
-        }, seconds(5), milliseconds(50)));
+        CHECK(wait_until(
+            [&] {
+                fd_max = std::max(fd_max, proc_fd_count(a.pid()));
+                refused = count_closed();
+                return refused >= k_flood - k_cap;
+            },
+            seconds(5), milliseconds(50)));
         WARN("flood: " << k_flood << " connections, " << refused << " refused within " << ms_since(t0)
                        << " ms; juiced fds: " << fd_base << " before, max " << fd_max << " during");
         CHECK(refused <= k_flood - k_cap + 2);  // the cap admits 64 (give or take a closing one)

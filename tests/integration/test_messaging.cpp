@@ -24,7 +24,8 @@ auto event_of(const std::string& type, const std::string& key, const std::string
 }
 
 auto state_of(const std::string& id, const std::string& state) {
-    return [=](const json& e) { return e["type"] == "contact.state" && e["id"] == id && e["state"] == state; };
+    return
+        [=](const json& e) { return e["type"] == "contact.state" && e["id"] == id && e["state"] == state; };
 }
 
 auto message_state(const std::string& msg_id, const std::string& state) {
@@ -59,7 +60,8 @@ TEST_CASE("contact requests: request, accept, reject, block, merged repeats", "[
 
     // alice asks bob: he gets one contact.request with her name and message.
     auto t0 = steady_clock::now();
-    CHECK(a.call("contacts.add", {{"id", b.id()}, {"message", "hi bob, it's alice"}})["state"] == "pending_out");
+    CHECK(a.call("contacts.add", {{"id", b.id()}, {"message", "hi bob, it's alice"}})["state"] ==
+          "pending_out");
     auto req = eb.wait_for(event_of("contact.request", "id", a.id()), 20s);
     REQUIRE(req);
     WARN("contact request: contacts.add -> contact.request in " << ms_since(t0) << " ms");
@@ -124,7 +126,10 @@ TEST_CASE("contact request between two who are never online together", "[daemon]
     b.call("contacts.accept", {{"id", a.id()}});
     auto m = b.call("messages.send", {{"to", a.id()}, {"text", "welcome"}});
     REQUIRE(wait_until(
-        [&] { return b.call("messages.history", {{"with", a.id()}})[0]["state"] == "sent"; }, 10s));
+        [&] {
+            return b.call("messages.history", {{"with", a.id()}})[0]["state"] == "sent";
+        },
+        10s));
     REQUIRE(wait_until([&] { return stored_for(b, a, "control") >= 1; }, 20s));  // the answer
     REQUIRE(wait_until([&] { return stored_for(b, a, "messages") >= 1; }, 20s));
     REQUIRE(b.stop() == 0);
@@ -139,7 +144,10 @@ TEST_CASE("contact request between two who are never online together", "[daemon]
     REQUIRE(a.stop() == 0);
     REQUIRE(b.start());
     REQUIRE(wait_until(
-        [&] { return b.call("messages.history", {{"with", a.id()}})[0]["state"] == "delivered"; }, 20s));
+        [&] {
+            return b.call("messages.history", {{"with", a.id()}})[0]["state"] == "delivered";
+        },
+        20s));
     CHECK(m["msg_id"] == b.call("messages.history", {{"with", a.id()}})[0]["msg_id"]);
 }
 
@@ -157,7 +165,8 @@ TEST_CASE("offline delivery: messages wait in the DHT inbox, arrive once, in ord
     REQUIRE(wait_until([&] { return contact_entry(a, b.id())["linked"] == false; }, 10s));
     std::vector<std::string> ids;
     for (int i = 0; i < 5; ++i)
-        ids.push_back(a.call("messages.send", {{"to", b.id()}, {"text", "offline " + std::to_string(i)}})["msg_id"]);
+        ids.push_back(
+            a.call("messages.send", {{"to", b.id()}, {"text", "offline " + std::to_string(i)}})["msg_id"]);
     for (auto& id : ids) REQUIRE(ea.wait_for(message_state(id, "sent"), 10s));
     // alice leaves too: nobody who sent anything is online now.
     REQUIRE(a.stop() == 0);
@@ -167,7 +176,8 @@ TEST_CASE("offline delivery: messages wait in the DHT inbox, arrive once, in ord
     REQUIRE(b.start());
     // (They may arrive before any client could subscribe: read the history.)
     REQUIRE(wait_until([&] { return b.call("messages.history", {{"with", a.id()}}).size() == 5; }, 20s));
-    WARN("offline delivery: bob start -> 5 messages from his inbox in his history in " << ms_since(t0) << " ms");
+    WARN("offline delivery: bob start -> 5 messages from his inbox in his history in " << ms_since(t0)
+                                                                                       << " ms");
     EventWatcher eb(b, {"message.*"});
     auto hist = b.call("messages.history", {{"with", a.id()}});
     REQUIRE(hist.size() == 5);
@@ -225,8 +235,9 @@ TEST_CASE("read receipts and typing, and turning them off", "[daemon][receipts]"
     // A message from bob is a barrier: the link is ordered, so a receipt
     // sent before it would have arrived first.
     auto back = b.call("messages.send", {{"to", a.id()}, {"text", "ok"}});
-    REQUIRE(ea.wait_for([&](const json& e) { return e["type"] == "message.received" && e["msg_id"] == back["msg_id"]; },
-                        10s));
+    REQUIRE(ea.wait_for(
+        [&](const json& e) { return e["type"] == "message.received" && e["msg_id"] == back["msg_id"]; },
+        10s));
     CHECK(a.call("messages.history", {{"with", b.id()}})[2]["state"] == "delivered");
     CHECK(b.call("settings.get") == json{{"read_receipts", false}, {"typing", false}});
 }
@@ -253,8 +264,8 @@ TEST_CASE("invisible: offline on the DHT, still online to linked contacts", "[da
     CHECK(contact_entry(a, b.id())["status"] == "online");
     EventWatcher ea(a, {"message.*"});
     auto m = b.call("messages.send", {{"to", a.id()}, {"text", "psst"}});
-    REQUIRE(ea.wait_for([&](const json& e) { return e["type"] == "message.received" && e["msg_id"] == m["msg_id"]; },
-                        10s));
+    REQUIRE(ea.wait_for(
+        [&](const json& e) { return e["type"] == "message.received" && e["msg_id"] == m["msg_id"]; }, 10s));
     // Back to online: carol sees it again.
     b.call("presence.set", {{"status", "online"}});
     REQUIRE(wait_until([&] { return contact_entry(c, b.id())["status"] == "online"; }, 20s));
@@ -300,7 +311,11 @@ TEST_CASE("a flood of junk at a user's inbox and presence keys blinds no one", "
 
     // alice writes to bob through his (flooded) inbox; bob starts and gets it.
     auto m = a.call("messages.send", {{"to", b.id()}, {"text", "through the junk"}});
-    REQUIRE(wait_until([&] { return a.call("messages.history", {{"with", b.id()}}).back()["state"] == "sent"; }, 20s));
+    REQUIRE(wait_until(
+        [&] {
+            return a.call("messages.history", {{"with", b.id()}}).back()["state"] == "sent";
+        },
+        20s));
     REQUIRE(a.stop() == 0);
     auto t0 = steady_clock::now();
     REQUIRE(b.start());
@@ -320,7 +335,8 @@ TEST_CASE("a flood of junk at a user's inbox and presence keys blinds no one", "
     mallory.join();
 }
 
-TEST_CASE("a peer that stops reading: the link queue stays bounded, nothing is lost", "[daemon][hostile][backpressure]") {
+TEST_CASE("a peer that stops reading: the link queue stays bounded, nothing is lost",
+          "[daemon][hostile][backpressure]") {
     TempDir dir;
     DhtBootstrap boot(random_network_id(), dir.path());
     Juiced a("alice", dir.path(), boot), b("bob", dir.path(), boot);
@@ -333,22 +349,12 @@ TEST_CASE("a peer that stops reading: the link queue stays bounded, nothing is l
     ::kill(b.pid(), SIGSTOP);
     const int n = 300;
     std::string text(60 * 1024, 'q');
-    long rss_before = 0;
-    {
-        std::ifstream st("/proc/" + std::to_string(a.pid()) + "/status");
-        for (std::string line; std::getline(st, line);)
-            if (line.rfind("VmRSS:", 0) == 0) rss_before = std::stol(line.substr(6));
-    }
+    const long rss_before = proc_rss_kib(a.pid());
     for (int i = 0; i < n; ++i) {
         text[0] = static_cast<char>('A' + i % 26);
         a.call("messages.send", {{"to", b.id()}, {"text", text}});
     }
-    long rss_peak = 0;
-    {
-        std::ifstream st("/proc/" + std::to_string(a.pid()) + "/status");
-        for (std::string line; std::getline(st, line);)
-            if (line.rfind("VmRSS:", 0) == 0) rss_peak = std::stol(line.substr(6));
-    }
+    const long rss_peak = proc_rss_kib(a.pid());
     CHECK(a.log().find("link queue full, pausing") != std::string::npos);
     ::kill(b.pid(), SIGCONT);
     REQUIRE(wait_until(

@@ -419,7 +419,8 @@ TEST_CASE("frame: request, answer, receipt and typing reject bad fields") {
                                           [&](auto& pk) {
                                               header(pk, "req");
                                               str(pk, "ts"), pk.pack(1);
-                                              str(pk, "m"), str(pk, std::string(k_max_request_bytes + 1, 'm'));
+                                              str(pk, "m"),
+                                                  str(pk, std::string(k_max_request_bytes + 1, 'm'));
                                           })},
         {"ans without a", pack_map(2, [&](auto& pk) { header(pk, "ans"); })},
         {"ans a an int", pack_map(3, [&](auto& pk) { header(pk, "ans"), str(pk, "a"), pk.pack(1); })},

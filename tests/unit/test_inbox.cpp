@@ -12,7 +12,8 @@ namespace {
 std::vector<Frame> many_messages(std::size_t n, std::size_t text_bytes) {
     std::vector<Frame> out;
     for (std::size_t i = 0; i < n; ++i)
-        out.push_back(MessageFrame{MessageId::random(), static_cast<std::int64_t>(i), std::string(text_bytes, 'a')});
+        out.push_back(
+            MessageFrame{MessageId::random(), static_cast<std::int64_t>(i), std::string(text_bytes, 'a')});
     return out;
 }
 
@@ -40,16 +41,19 @@ TEST_CASE("inbox: a chunk round trips, and bad chunks are refused") {
         {"count over the cap", encode_inbox_chunk({1, 0, k_max_bundle_chunks + 1, {1}})},
         {"missing data", pack([](auto& pk) {
              pk.pack_map(4);
-             pk.pack("v"), pk.pack(1), pk.pack("b"), pk.pack(1), pk.pack("i"), pk.pack(0), pk.pack("n"), pk.pack(1);
+             pk.pack("v"), pk.pack(1), pk.pack("b"), pk.pack(1), pk.pack("i"), pk.pack(0), pk.pack("n"),
+                 pk.pack(1);
          })},
         {"version 2", pack([](auto& pk) {
              pk.pack_map(5);
-             pk.pack("v"), pk.pack(2), pk.pack("b"), pk.pack(1), pk.pack("i"), pk.pack(0), pk.pack("n"), pk.pack(1);
+             pk.pack("v"), pk.pack(2), pk.pack("b"), pk.pack(1), pk.pack("i"), pk.pack(0), pk.pack("n"),
+                 pk.pack(1);
              pk.pack("d"), pk.pack_bin(1), pk.pack_bin_body("x", 1);
          })},
         {"a key twice", pack([](auto& pk) {
              pk.pack_map(6);
-             pk.pack("v"), pk.pack(1), pk.pack("b"), pk.pack(1), pk.pack("i"), pk.pack(0), pk.pack("n"), pk.pack(1);
+             pk.pack("v"), pk.pack(1), pk.pack("b"), pk.pack(1), pk.pack("i"), pk.pack(0), pk.pack("n"),
+                 pk.pack(1);
              pk.pack("d"), pk.pack_bin(1), pk.pack_bin_body("x", 1);
              pk.pack("n"), pk.pack(1);
          })},
@@ -108,7 +112,8 @@ TEST_CASE("inbox: the assembler is bounded and forgets old partial bundles") {
     // Chunks of one bundle that disagree on the count are ignored.
     CHECK_FALSE(asm_.add(from, InboxChunk{9999, 1, 3, {2}}, t + BundleAssembler::k_partial_ttl + 1s));
     // The same bundle id from another sender is another bundle.
-    CHECK_FALSE(asm_.add(UserId::random(), InboxChunk{9999, 1, 2, {2}}, t + BundleAssembler::k_partial_ttl + 1s));
+    CHECK_FALSE(
+        asm_.add(UserId::random(), InboxChunk{9999, 1, 2, {2}}, t + BundleAssembler::k_partial_ttl + 1s));
     CHECK(asm_.partial() == 2);
 }
 

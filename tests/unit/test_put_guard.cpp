@@ -180,7 +180,8 @@ TEST_CASE("put guard: bounded partial state, and garbage passes to OpenDHT untou
     PutGuard g;
     auto now = PutGuard::Clock::now();
     auto k = key_of(6);
-    for (std::uint32_t t = 0; t < PutGuard::k_max_partials; ++t) CHECK(g.inspect(put(k, t, {}, {100}), "a:1", now));
+    for (std::uint32_t t = 0; t < PutGuard::k_max_partials; ++t)
+        CHECK(g.inspect(put(k, t, {}, {100}), "a:1", now));
     // One more cannot be followed, so it is refused rather than let through unchecked.
     CHECK_FALSE(g.inspect(put(k, 1000, {}, {100}), "a:1", now));
     // Over 1 MiB announced in parts: refused. A single size over OpenDHT's
@@ -189,7 +190,8 @@ TEST_CASE("put guard: bounded partial state, and garbage passes to OpenDHT untou
     CHECK(g.inspect(put(k, 1003, {}, {70000}), "b:1", now + 11s));
     // After the time-out the slots are free again.
     CHECK(g.inspect(put(k, 1002, {}, {100}), "a:1", now + PutGuard::k_partial_ttl + 1s));
-    for (const Bytes& junk : {Bytes{}, Bytes{0xc1}, Bytes{0x90}, Bytes(100, 0xff), Bytes{0x81, 0xa1, 'y', 0x01}})
+    for (const Bytes& junk :
+         {Bytes{}, Bytes{0xc1}, Bytes{0x90}, Bytes(100, 0xff), Bytes{0x81, 0xa1, 'y', 0x01}})
         CHECK(g.inspect(junk, "c:1", now));
 }
 

@@ -509,7 +509,8 @@ TEST_CASE("store: history is in conversation order: the sender's clock, then arr
     auto tie = message(p.me, p.alice, true, "mine at 30, after theirs", 30);
     for (auto* m : {&a, &b, &late, &tie}) REQUIRE(must(store->add_message(*m)));
     CHECK(texts(must(store->history(p.alice, 10))) ==
-          std::vector<std::string>{"mine at 10", "theirs at 20, arrived last", "theirs at 30", "mine at 30, after theirs"});
+          std::vector<std::string>{"mine at 10", "theirs at 20, arrived last", "theirs at 30",
+                                   "mine at 30, after theirs"});
     // Paging by the seq of a page's first message follows the same order.
     auto last2 = must(store->history(p.alice, 2));
     CHECK(texts(last2) == std::vector<std::string>{"theirs at 30", "mine at 30, after theirs"});
@@ -595,8 +596,9 @@ PRAGMA application_id = 1786079587;
         REQUIRE(sqlite3_step(st) == SQLITE_DONE);
         sqlite3_finalize(st);
         auto m = MessageId::random();
-        REQUIRE(sqlite3_prepare_v2(db.get(), "INSERT INTO messages VALUES(NULL, ?1, ?2, ?3, ?3, 'old', 77, 1, 1)",
-                                   -1, &st, nullptr) == SQLITE_OK);
+        REQUIRE(sqlite3_prepare_v2(db.get(),
+                                   "INSERT INTO messages VALUES(NULL, ?1, ?2, ?3, ?3, 'old', 77, 1, 1)", -1,
+                                   &st, nullptr) == SQLITE_OK);
         sqlite3_bind_blob(st, 1, m.bytes.data(), static_cast<int>(m.bytes.size()), SQLITE_STATIC);
         sqlite3_bind_blob(st, 2, p.me.bytes.data(), static_cast<int>(p.me.bytes.size()), SQLITE_STATIC);
         sqlite3_bind_blob(st, 3, p.alice.bytes.data(), static_cast<int>(p.alice.bytes.size()), SQLITE_STATIC);

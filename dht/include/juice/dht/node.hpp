@@ -54,10 +54,10 @@ struct DhtInfo {
     std::string state;      // "disconnected" | "connecting" | "connected"
     std::size_t nodes = 0;  // good nodes in the routing tables (v4 + v6)
     std::uint64_t network = 0;
-    std::uint16_t port = 0;   // bound UDP port
-    std::string public_addr;  // our IP as other nodes see it (no port), "" if unknown
-    std::uint64_t puts_refused = 0;  // packets dropped by the put guard (would have crashed OpenDHT)
-    std::size_t inbox_backlog = 0;   // inbox values waiting to be opened
+    std::uint16_t port = 0;           // bound UDP port
+    std::string public_addr;          // our IP as other nodes see it (no port), "" if unknown
+    std::uint64_t puts_refused = 0;   // packets dropped by the put guard (would have crashed OpenDHT)
+    std::size_t inbox_backlog = 0;    // inbox values waiting to be opened
     std::uint64_t inbox_dropped = 0;  // inbox values not queued (queue full); a later fetch brings them back
 };
 

@@ -43,7 +43,8 @@ struct Config {
     std::chrono::milliseconds inbox_delay_offline{100};
     std::chrono::milliseconds inbox_delay_online{3000};
     std::chrono::milliseconds inbox_ack_delay{300};  // batches acks and receipts sent through the inbox
-    std::chrono::milliseconds inbox_refresh{240000};  // re-put of undelivered inbox values (stock nodes keep 10 min)
+    std::chrono::milliseconds inbox_refresh{
+        240000};  // re-put of undelivered inbox values (stock nodes keep 10 min)
     std::chrono::hours inbox_retention{24 * 30};  // messages and requests are re-put this long at most
     std::chrono::hours receipt_retention{72};     // acks and read receipts: this long, or until a link
 

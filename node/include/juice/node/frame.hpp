@@ -83,7 +83,7 @@ struct AnswerFrame {  // the answer to a RequestFrame
     bool accept = false;
     bool operator==(const AnswerFrame&) const = default;
 };
-struct ReceiptFrame {  // the receiver read these messages
+struct ReceiptFrame {            // the receiver read these messages
     std::vector<MessageId> ids;  // 1..k_max_receipt_ids
     bool operator==(const ReceiptFrame&) const = default;
 };

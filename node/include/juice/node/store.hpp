@@ -46,10 +46,10 @@ struct ContactRecord {
     UserId id;
     std::string name;  // what the user calls this contact
     ContactState state = ContactState::pending_out;
-    std::int64_t added = 0;      // Unix ms
-    std::int64_t last_seen = 0;  // Unix ms, 0 = never
-    Bytes pubkey;                // their public key (DER), empty until learned
-    std::string request;         // pending_in: the message of their request
+    std::int64_t added = 0;       // Unix ms
+    std::int64_t last_seen = 0;   // Unix ms, 0 = never
+    Bytes pubkey;                 // their public key (DER), empty until learned
+    std::string request;          // pending_in: the message of their request
     std::int64_t request_ts = 0;  // the request's time (theirs if pending_in, ours if pending_out)
     bool operator==(const ContactRecord&) const = default;
 };
@@ -61,8 +61,8 @@ struct MessageRecord {
     std::string text;
     std::int64_t ts = 0;  // sender's timestamp, Unix ms
     MessageState state = MessageState::queued;
-    bool outgoing = false;  // written by this user
-    std::int64_t seq = 0;   // local insertion order; set by the store
+    bool outgoing = false;    // written by this user
+    std::int64_t seq = 0;     // local insertion order; set by the store
     std::uint64_t inbox = 0;  // outgoing: the inbox bundle carrying a copy (0 = none)
     bool operator==(const MessageRecord&) const = default;
 };
