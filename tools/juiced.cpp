@@ -196,9 +196,10 @@ int main(int argc, char** argv) {
                    "loss; slower)")
         ->check(CLI::IsMember({"full", "normal"}))
         ->capture_default_str();
-    app.add_option("--inbox-refresh", inbox_refresh_s,
-                   "seconds between re-puts of undelivered mail in contacts' DHT inboxes (stock DHT nodes keep "
-                   "it 10 minutes)")
+    app.add_option(
+           "--inbox-refresh", inbox_refresh_s,
+           "seconds between re-puts of undelivered mail in contacts' DHT inboxes (stock DHT nodes keep "
+           "it 10 minutes)")
         ->check(CLI::Range(1u, 540u))
         ->capture_default_str();
     app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
