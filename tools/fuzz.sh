@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 [[ "$seconds" =~ ^[0-9]+$ ]] || { echo "usage: tools/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]" >&2; exit 2; }
 shift || true
-all=(api frame inbox presence sealed node_cache contact identity store)
+all=(api frame inbox presence sealed node_cache contact identity store put_guard rtp)
 targets=("$@")
 ((${#targets[@]})) || targets=("${all[@]}")
 

@@ -19,6 +19,7 @@
 #include <cctype>
 #include <csignal>
 #include <ctime>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -553,6 +554,82 @@ int cmd_send(Ctx& ctx, const std::string& arg, const std::vector<std::string>& w
     return k_exit_ok;
 }
 
+// ---- voice calls ----------------------------------------------------------
+
+// WAV paths are opened by juiced, whose working directory differs from ours.
+json audio_params(const std::string& in, const std::string& out) {
+    json p = json::object();
+    if (!in.empty()) p["audio_in"] = std::filesystem::absolute(in).string();
+    if (!out.empty()) p["audio_out"] = std::filesystem::absolute(out).string();
+    return p;
+}
+
+// The call a command means: the one given (an id or a prefix), else the only
+// call there is (for `answer`: the only ringing incoming call).
+std::string pick_call(Ctx& ctx, const std::string& arg, bool ringing_in_only) {
+    json list = ctx.call("calls.list");
+    std::vector<std::string> ids;
+    for (const auto& c : list.is_array() ? list : json::array()) {
+        std::string id = field(c, "call_id");
+        if (!arg.empty() ? id.rfind(arg, 0) == 0 : (!ringing_in_only || field(c, "state") == "ringing_in"))
+            ids.push_back(id);
+    }
+    if (ids.size() == 1) return ids[0];
+    if (ids.empty())
+        throw CliError{k_exit_usage, arg.empty()
+                                         ? (ringing_in_only ? "no call is ringing" : "there is no call")
+                                         : "no call matches " + arg};
+    throw CliError{k_exit_usage, "several calls match; give a call id (see `juice calls`)"};
+}
+
+int cmd_dial(Ctx& ctx, const std::string& arg, const std::string& in, const std::string& out) {
+    Contact c = resolve(ctx, arg);
+    json params = audio_params(in, out);
+    params["to"] = c.id;
+    json r = ctx.call("calls.start", params);
+    if (ctx.json_out) return print_json(r), k_exit_ok;
+    fmt::print("calling {} (call {}); `juice hangup` ends it\n",
+               c.name.empty() ? short_id(c.id) : clean(c.name), field(r, "call_id"));
+    return k_exit_ok;
+}
+
+int cmd_answer(Ctx& ctx, const std::string& arg, const std::string& in, const std::string& out) {
+    std::string id = pick_call(ctx, arg, true);
+    json params = audio_params(in, out);
+    params["call_id"] = id;
+    json r = ctx.call("calls.accept", params);
+    if (ctx.json_out) return print_json(r), k_exit_ok;
+    fmt::print("answered call {}\n", id);
+    return k_exit_ok;
+}
+
+int cmd_hangup(Ctx& ctx, const std::string& arg) {
+    std::string id = pick_call(ctx, arg, false);
+    json r = ctx.call("calls.hangup", {{"call_id", id}});
+    if (ctx.json_out) return print_json(r), k_exit_ok;
+    fmt::print("ended call {}\n", id);
+    return k_exit_ok;
+}
+
+int cmd_calls(Ctx& ctx) {
+    json list = ctx.call("calls.list");
+    if (ctx.json_out) return print_json(list), k_exit_ok;
+    if (!list.is_array() || list.empty()) return fmt::print("no calls\n"), k_exit_ok;
+    ctx.load_names();
+    for (const auto& c : list) {
+        fmt::print("{}  {}  {}\n", short_id(field(c, "call_id")), ctx.name_of(field(c, "peer")),
+                   field(c, "state"));
+        const json st = c.value("stats", json::object());
+        if (st.is_object() && st.contains("packets_received"))
+            fmt::print(
+                "    loss in {:.1f}% out {:.1f}%, jitter {:.1f} ms, buffer {:.0f} ms, rtt {:.0f} ms, {} "
+                "kbit/s\n",
+                st.value("loss_in", 0.0) * 100, st.value("loss_out", 0.0) * 100, st.value("jitter_ms", 0.0),
+                st.value("buffer_ms", 0.0), st.value("rtt_ms", -1.0), st.value("bitrate", 0) / 1000);
+    }
+    return k_exit_ok;
+}
+
 // One history line: `[12:03:45] Alice: hi  ✓✓` (ticks on our own messages).
 void print_message(Ctx& ctx, const json& m, const std::string& me, std::string* last_day) {
     long long ts = field_ll(m, "ts");
@@ -988,6 +1065,22 @@ int main(int argc, char** argv) {
     notify->add_flag("--dry-run", notify_flags.dry_run,
                      "print each notification as one line (JSON with --json) instead of showing it");
     on(notify, [&] { return cmd_notify(ctx, notify_flags); });
+
+    std::string audio_in, audio_out, call_arg;
+    auto* dial = app.add_subcommand("dial", "start a voice call (prints the call id)");
+    dial->add_option("CONTACT", contact_arg, "name, id prefix, id or URI")->required();
+    dial->add_option("--in", audio_in, "play this WAV file instead of the microphone");
+    dial->add_option("--out", audio_out, "record what you hear into this WAV file instead of the speaker");
+    on(dial, [&] { return cmd_dial(ctx, contact_arg, audio_in, audio_out); });
+    auto* answer = app.add_subcommand("answer", "accept a ringing call (the only one, or CALL)");
+    answer->add_option("CALL", call_arg, "call id or prefix");
+    answer->add_option("--in", audio_in, "play this WAV file instead of the microphone");
+    answer->add_option("--out", audio_out, "record what you hear into this WAV file instead of the speaker");
+    on(answer, [&] { return cmd_answer(ctx, call_arg, audio_in, audio_out); });
+    auto* hangup = app.add_subcommand("hangup", "end (or decline) a call (the only one, or CALL)");
+    hangup->add_option("CALL", call_arg, "call id or prefix");
+    on(hangup, [&] { return cmd_hangup(ctx, call_arg); });
+    on(app.add_subcommand("calls", "list calls with live audio stats"), [&] { return cmd_calls(ctx); });
 
     std::string raw_method, raw_params;
     auto* call =

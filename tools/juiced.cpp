@@ -174,6 +174,8 @@ int main(int argc, char** argv) {
     std::uint16_t dht_port = 0, link_port = 0;
     bool no_lan = false;
     unsigned inbox_refresh_s = 240;
+    bool no_voice = false;
+    unsigned ring_timeout_s = 45;
 
     app.set_version_flag("--version", std::string("juiced ") + juice::node::k_version);
     app.add_option("--data-dir", data_dir, "identity, database and node cache")->capture_default_str();
@@ -202,6 +204,25 @@ int main(int argc, char** argv) {
            "it 10 minutes)")
         ->check(CLI::Range(1u, 540u))
         ->capture_default_str();
+    app.add_flag("--no-voice", no_voice, "do not offer or accept voice calls");
+    app.add_option("--audio", cfg.audio,
+                   "sound for calls without WAV files: auto or pulse (the PulseAudio device), null (silence)")
+        ->check(CLI::IsMember({"auto", "pulse", "null"}))
+        ->capture_default_str();
+    app.add_option("--audio-in", cfg.audio_in,
+                   "default WAV file to play into calls instead of the microphone");
+    app.add_option("--audio-out", cfg.audio_out,
+                   "default WAV file to record calls into instead of the speaker");
+    app.add_option("--media-port", cfg.media_port, "UDP port for call audio (0 = a free port per call)")
+        ->capture_default_str();
+    app.add_option("--media-announce", cfg.media_announce,
+                   "IP:PORT contacts should send call audio to (a port forward or a relay)");
+    app.add_option("--call-bitrate", cfg.call_bitrate, "Opus bitrate of calls on a clean path, bit/s")
+        ->check(CLI::Range(6000, 128000))
+        ->capture_default_str();
+    app.add_option("--ring-timeout", ring_timeout_s, "seconds a call rings before it ends unanswered")
+        ->check(CLI::Range(1u, 600u))
+        ->capture_default_str();
     app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
         ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
         ->capture_default_str();
@@ -221,6 +242,8 @@ int main(int argc, char** argv) {
     cfg.link_port = link_port;
     cfg.lan_discovery = !no_lan;
     cfg.inbox_refresh = std::chrono::seconds(inbox_refresh_s);
+    cfg.voice = !no_voice;
+    cfg.ring_timeout = std::chrono::seconds(ring_timeout_s);
     cfg.sync = sync == "normal" ? juice::node::Store::Sync::normal : juice::node::Store::Sync::full;
     if (name.empty()) {
         const char* user = std::getenv("USER");

@@ -18,10 +18,17 @@ packages=(
   # `juice notify`: desktop notifications through libnotify; GIO (from
   # libglib2.0-dev) for its D-Bus checks and the tests' fake notification server
   libnotify-dev libglib2.0-dev
+  # voice calls (juice_media): Opus, SRTP, speexdsp (jitter buffer,
+  # resampler), WAV files in/out, the PulseAudio simple API
+  libopus-dev libsrtp2-dev libspeexdsp-dev libsndfile1-dev libpulse-dev
   # real peers used by the integration tests (dbus-daemon: a private session
   # bus for the `juice notify` tests; gnutls-bin: gnutls-cli, an independent
   # TLS client for the hostile link tests)
   dhtnode dbus-daemon gnutls-bin
+  # call tests: speech from espeak-ng, converted and inspected with sox; a
+  # packet capture decoded by tshark; a private PulseAudio server with a
+  # null sink for the sound-device backend; gnuplot draws the call benchmark
+  espeak-ng sox tshark pulseaudio gnuplot-nox
 )
 
 missing=()

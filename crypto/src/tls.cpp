@@ -344,7 +344,8 @@ std::optional<UserId> TlsEngine::peer_id() const {
     return m_impl->peer;
 }
 
-Result<Bytes> TlsEngine::export_keying_material(std::string_view label, std::size_t length) const {
+Result<Bytes> TlsEngine::export_keying_material(std::string_view label, std::size_t length,
+                                                std::span<const std::uint8_t> context) const {
     auto& s = *m_impl;
     if (s.state != State::open)
         return make_error(errc::tls_error, "keying material needs an open TLS connection");
@@ -352,7 +353,8 @@ Result<Bytes> TlsEngine::export_keying_material(std::string_view label, std::siz
         return make_error(errc::tls_error,
                           "keying material length must be 1.." + std::to_string(k_max_export_bytes));
     Bytes out(length);
-    int err = gnutls_prf_rfc5705(s.session, label.size(), label.data(), 0, nullptr, length,
+    int err = gnutls_prf_rfc5705(s.session, label.size(), label.data(), context.size(),
+                                 reinterpret_cast<const char*>(context.data()), length,
                                  reinterpret_cast<char*>(out.data()));
     if (err < 0) return Impl::gnutls_failure("cannot export keying material", err);
     return out;

@@ -7,6 +7,7 @@
 // our keepalive noticed), the newer one replaces the older.
 #include "juice/node/daemon.hpp"
 
+#include "calls.hpp"
 #include "juice/crypto/contact_uri.hpp"
 #include "juice/dht/node.hpp"
 #include "juice/node/api.hpp"
@@ -53,7 +54,6 @@ constexpr std::size_t k_max_acks_per_bundle = 1500;
 // so a big outbox or a slow peer never holds more than this in memory.
 constexpr std::size_t k_link_high_water = 8u << 20;
 constexpr std::size_t k_link_low_water = 1u << 20;
-const std::vector<std::string> k_caps{"text"};
 
 bool is_status(const std::string& s) {
     return s == "online" || s == "away" || s == "busy" || s == "invisible";
@@ -140,6 +140,8 @@ struct Daemon::Impl {
     std::unique_ptr<Store> store;
     std::unique_ptr<dht::DhtNode> dht;
     std::unique_ptr<api::ApiServer> api;
+    std::unique_ptr<CallManager> calls;
+    std::vector<std::string> caps;  // what we announce: "text", and "voice" unless --no-voice
     std::map<UserId, Peer> peers;
     std::set<std::shared_ptr<Link>> incoming;  // accepted, handshake not done
     std::string name, status = "online", note, device_id;
@@ -177,6 +179,7 @@ struct Daemon::Impl {
         store = std::move(*st);
         if (auto r = load_settings(); !r) return r;
         if (auto r = start_listener(); !r) return r;
+        if (auto r = start_calls(); !r) return r;
 
         api::ApiServer::Options aopt;
         aopt.socket_path = cfg.api_socket.empty() ? api::default_socket_path() : cfg.api_socket;
@@ -269,6 +272,29 @@ struct Daemon::Impl {
         return {};
     }
 
+    Result<void> start_calls() {
+        caps = {"text"};
+        if (cfg.voice) caps.push_back("voice");
+        if (cfg.audio != "auto" && cfg.audio != "pulse" && cfg.audio != "null")
+            return make_error(std::errc::invalid_argument, "--audio must be auto, pulse or null");
+        if (!cfg.media_announce.empty() && !parse_media_address(cfg.media_announce))
+            return make_error(std::errc::invalid_argument,
+                              "--media-announce must be IP:PORT (or [IPv6]:PORT): " + cfg.media_announce);
+        CallManager::Host host;
+        host.link_to = [this](const UserId& id) -> std::shared_ptr<Link> {
+            auto it = peers.find(id);
+            if (it == peers.end() || it->second.contact.state != ContactState::mutual) return nullptr;
+            return it->second.link && it->second.link->is_open() ? it->second.link : nullptr;
+        };
+        host.caps_of = [this](const UserId& id) {
+            auto it = peers.find(id);
+            return it == peers.end() ? std::vector<std::string>{} : it->second.caps();
+        };
+        host.publish = [this](json ev) { publish(std::move(ev)); };
+        calls = std::make_unique<CallManager>(io, cfg, std::move(host));
+        return {};
+    }
+
     Result<void> start_listener() {
         std::error_code ec;
         asio::ip::tcp::endpoint ep;
@@ -348,7 +374,7 @@ struct Daemon::Impl {
     Link::Callbacks link_callbacks() {
         Link::Callbacks cb;
         cb.make_hello = [this] {
-            return HelloFrame{1, name, k_caps, wire_status(), status == "invisible" ? "" : note};
+            return HelloFrame{1, name, caps, wire_status(), status == "invisible" ? "" : note};
         };
         cb.on_open = [this](Link& l) { on_link_open(l); };
         cb.on_frame = [this](Link& l, Frame&& f) { on_frame(l, std::move(f)); };
@@ -499,6 +525,7 @@ struct Daemon::Impl {
         if (p.link != link) return;
         p.link.reset();
         spdlog::info("link down with {}: {}", p.contact.id.hex().substr(0, 8), why);
+        if (calls) calls->on_link_down(p.contact.id);
         touch_last_seen(p);
         set_peer_typing(p, false);
         publish({{"type", "link"}, {"id", p.contact.id.hex()}, {"up", false}, {"reason", why}});
@@ -545,6 +572,8 @@ struct Daemon::Impl {
                     on_receipt(p, fr.ids);
                 } else if constexpr (std::is_same_v<T, TypingFrame>) {
                     set_peer_typing(p, fr.typing);
+                } else if constexpr (std::is_same_v<T, CallFrame>) {
+                    if (p.contact.state == ContactState::mutual) calls->on_frame(p.contact.id, l, fr);
                 } else if constexpr (std::is_same_v<T, ByeFrame>) {
                     // The peer is going away on purpose: show it offline now,
                     // and do not redial until it publishes a newer record.
@@ -1172,6 +1201,7 @@ struct Daemon::Impl {
         for (auto k : {InboxKind::messages, InboxKind::control, InboxKind::acks, InboxKind::receipts})
             (void)store->remove_inbox_kind(id, k);
         pending_control.erase(id);
+        calls->on_contact_removed(id);
         if (p.watch) dht->unwatch(p.watch);
         auto link = std::move(p.link);
         auto dialing = std::move(p.dialing);
@@ -1191,7 +1221,7 @@ struct Daemon::Impl {
         r.name = name;
         r.status = st == "invisible" ? "offline" : st;
         r.note = (st == "invisible" || st == "offline") ? "" : note;
-        r.caps = k_caps;
+        r.caps = caps;
         r.device = device_id;
         // Strictly increasing: watchers drop a record not newer than the last
         // one (replays), so two updates within one millisecond must differ.
@@ -1299,6 +1329,7 @@ struct Daemon::Impl {
             // stale one (and re-announces it ourselves).
             if (++state_ticks % k_republish_ticks == 0) publish_presence();
             dht->tick();
+            calls->tick();
             resume_outboxes();
             auto info = dht->info();
             if (info.state != last_dht_state) {
@@ -1695,11 +1726,68 @@ struct Daemon::Impl {
             r.result({{"read_receipts", send_receipts}, {"typing", send_typing}});
         });
 
+        register_call_methods();
+
         api->add_method("daemon.shutdown", [this](const json&, Reply r) {
             r.result(json::object());
             // Let the reply go out before the API closes.
             asio::post(io, [this] { begin_shutdown(); });
         });
+    }
+
+    // calls.*: thin wrappers over CallManager (calls.cpp).
+    static std::optional<MessageId> param_call(const json& params, const Reply& r) {
+        auto it = params.find("call_id");
+        std::optional<MessageId> id;
+        if (it != params.end() && it->is_string()) id = MessageId::from_hex(it->get<std::string>());
+        if (!id) r.error(RpcError::invalid_params("'call_id' must be a 32-hex call id"));
+        return id;
+    }
+    static std::optional<CallManager::AudioPaths> param_audio(const json& params, const Reply& r) {
+        CallManager::AudioPaths a;
+        for (const char* key : {"audio_in", "audio_out"}) {
+            auto it = params.find(key);
+            if (it == params.end() || it->is_null()) continue;
+            if (!it->is_string() || it->get<std::string>().empty() || it->get<std::string>().size() > 4096) {
+                r.error(RpcError::invalid_params(std::string("'") + key + "' must be a WAV file path"));
+                return std::nullopt;
+            }
+            (key[6] == 'i' ? a.in : a.out) = it->get<std::string>();
+        }
+        return a;
+    }
+
+    void register_call_methods() {
+        api->add_method("calls.start", [this](const json& params, Reply r) {
+            Peer* p = require_contact(params, "to", r);
+            if (!p) return;
+            auto audio = param_audio(params, r);
+            if (!audio) return;
+            auto id = calls->start(p->contact.id, *audio);
+            if (!id) return r.error(call_rpc_error(id.error()));
+            r.result({{"call_id", id->hex()}});
+        });
+        api->add_method("calls.accept", [this](const json& params, Reply r) {
+            auto id = param_call(params, r);
+            if (!id) return;
+            auto audio = param_audio(params, r);
+            if (!audio) return;
+            if (auto s = calls->accept(*id, *audio); !s) return r.error(call_rpc_error(s.error()));
+            r.result(json::object());
+        });
+        api->add_method("calls.reject", [this](const json& params, Reply r) {
+            auto id = param_call(params, r);
+            if (!id) return;
+            if (auto s = calls->reject(*id); !s) return r.error(call_rpc_error(s.error()));
+            r.result(json::object());
+        });
+        api->add_method("calls.hangup", [this](const json& params, Reply r) {
+            auto id = param_call(params, r);
+            if (!id) return;
+            if (auto s = calls->hangup(*id); !s) return r.error(call_rpc_error(s.error()));
+            r.result(json::object());
+        });
+        api->add_method("calls.list", [this](const json&, Reply r) { r.result(calls->list()); });
     }
 
     // ---- shutdown ---------------------------------------------------------
@@ -1714,6 +1802,7 @@ struct Daemon::Impl {
         state_timer.cancel();
         inbox_timer.cancel();
         accept_retry.cancel();
+        if (calls) calls->shutdown();
         std::vector<std::shared_ptr<Link>> closing;
         for (auto& [id, p] : peers) {
             p.retry.reset();

@@ -25,6 +25,12 @@
 //   "ans"       a  bool    true: accepted, false: declined (req)
 //   "rcpt"      i  array   1..512 message ids (bin 16) the reader has read (req)
 //   "typ"       y  bool    typing (req)
+//   "call"      i  bin 16  call id (req)
+//               o  str     "offer", "accept" or "end" (req)
+//               m  array   media addresses: 1..4 arrays [ip str <= 45 bytes
+//                          ("" = the link's peer address), port uint 1..65535]
+//                          (req for offer and accept, else ignored)
+//               r  str     reason, <= 32 bytes ("")
 // All strings must be valid UTF-8. Unknown keys are ignored; a known key given
 // twice, or with the wrong type or size, makes the frame malformed. An
 // unknown "t" decodes to UnknownFrame. node/README.md carries the same table.
@@ -53,6 +59,7 @@ constexpr std::size_t k_max_caps = 16;
 constexpr std::size_t k_max_cap_bytes = 16;
 constexpr std::size_t k_max_reason_bytes = 64;
 constexpr std::size_t k_max_depth = 8;
+constexpr std::size_t k_max_ip_bytes = 45;  // the longest textual IPv6 address
 
 class FrameCategory final : public std::error_category {
 public:
@@ -200,6 +207,32 @@ struct Encoder {
         put_header(pk, 1, "typ");
         put_str(pk, "y");
         put_bool(pk, f.typing);
+        return true;
+    }
+    bool operator()(const CallFrame& f) const {
+        bool has_media = f.op != CallFrame::Op::end;
+        if (f.reason.size() > k_max_call_reason_bytes || !valid_utf8(f.reason)) return false;
+        if (has_media && (f.media.empty() || f.media.size() > k_max_media_addresses)) return false;
+        for (const auto& m : f.media)
+            if (m.port == 0 || m.ip.size() > k_max_ip_bytes || !valid_utf8(m.ip)) return false;
+        put_header(pk, has_media ? 4 : 3, "call");
+        put_str(pk, "i");
+        put_id(pk, f.id);
+        put_str(pk, "o");
+        put_str(pk, f.op == CallFrame::Op::offer    ? "offer"
+                    : f.op == CallFrame::Op::accept ? "accept"
+                                                    : "end");
+        put_str(pk, "r");
+        put_str(pk, f.reason);
+        if (has_media) {
+            put_str(pk, "m");
+            pk.pack_array(static_cast<std::uint32_t>(f.media.size()));
+            for (const auto& m : f.media) {
+                pk.pack_array(2);
+                put_str(pk, m.ip);
+                pk.pack_uint16(m.port);
+            }
+        }
         return true;
     }
     bool operator()(const UnknownFrame&) const { return false; }
@@ -377,6 +410,42 @@ Result<Frame> decode_hello(const Reader& rd) {
     return Frame{std::move(f)};
 }
 
+Result<Frame> decode_call(const Reader& rd) {
+    CallFrame f;
+    Error err;
+    std::string op;
+    if (!rd.id("i", f.id, err) || !rd.str("o", 8, op, true, err) ||
+        !rd.str("r", k_max_call_reason_bytes, f.reason, false, err))
+        return err;
+    if (op == "offer")
+        f.op = CallFrame::Op::offer;
+    else if (op == "accept")
+        f.op = CallFrame::Op::accept;
+    else if (op == "end")
+        f.op = CallFrame::Op::end;
+    else
+        return malformed("'o' must be offer, accept or end");
+    if (f.op == CallFrame::Op::end) return Frame{std::move(f)};
+    auto* m = rd.need("m", err);
+    if (!m) return err;
+    if (m->type != msgpack::type::ARRAY || m->via.array.size == 0 ||
+        m->via.array.size > k_max_media_addresses)
+        return malformed("'m' must be an array of 1 to 4 media addresses");
+    for (std::uint32_t i = 0; i < m->via.array.size; ++i) {
+        const auto& a = m->via.array.ptr[i];
+        if (a.type != msgpack::type::ARRAY || a.via.array.size != 2 ||
+            a.via.array.ptr[0].type != msgpack::type::STR ||
+            a.via.array.ptr[1].type != msgpack::type::POSITIVE_INTEGER)
+            return malformed("a media address must be [ip, port]");
+        std::string_view ip(a.via.array.ptr[0].via.str.ptr, a.via.array.ptr[0].via.str.size);
+        auto port = a.via.array.ptr[1].via.u64;
+        if (ip.size() > k_max_ip_bytes || !valid_utf8(ip) || port == 0 || port > 65535)
+            return malformed("a media address has a bad ip or port");
+        f.media.push_back({std::string(ip), static_cast<std::uint16_t>(port)});
+    }
+    return Frame{std::move(f)};
+}
+
 Result<Frame> decode_map(const msgpack::object& root) {
     if (root.type != msgpack::type::MAP) return malformed("the body is not a map");
     auto fields = Fields::of(root);
@@ -392,7 +461,8 @@ Result<Frame> decode_map(const msgpack::object& root) {
         return malformed("'v' must be a positive integer");
 
     if (type == "hello" || type == "msg" || type == "ack" || type == "presence" || type == "ka" ||
-        type == "bye" || type == "req" || type == "ans" || type == "rcpt" || type == "typ") {
+        type == "bye" || type == "req" || type == "ans" || type == "rcpt" || type == "typ" ||
+        type == "call") {
         if (v->via.u64 > k_version)
             return make_error(frame_errc::unsupported,
                               "the peer sent a '" + type + "' frame of version " +
@@ -454,6 +524,7 @@ Result<Frame> decode_map(const msgpack::object& root) {
         if (!rd.boolean("y", f.typing, true, err)) return err;
         return Frame{f};
     }
+    if (type == "call") return decode_call(rd);
     if (type == "bye") {
         ByeFrame f;
         if (!rd.str("r", k_max_reason_bytes, f.reason, false, err)) return err;

@@ -23,11 +23,20 @@ Link::Link(asio::ip::tcp::socket socket, crypto::TlsEngine::Role role, const cry
     std::error_code ec;
     auto ep = m_socket.remote_endpoint(ec);
     m_remote = ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
+    if (!ec) m_remote_address = ep.address();
+    auto local = m_socket.local_endpoint(ec);
+    if (!ec) m_local_address = local.address();
     m_socket.set_option(asio::ip::tcp::no_delay(true), ec);
     if (expected_peer) m_peer = *expected_peer;
 }
 
 Link::~Link() = default;
+
+Result<Bytes> Link::export_keying_material(std::string_view label, std::size_t length,
+                                           std::span<const std::uint8_t> context) const {
+    if (!is_open()) return make_error(std::errc::not_connected, "the link is not open");
+    return m_tls.export_keying_material(label, length, context);
+}
 
 void Link::start() {
     m_last_rx = steady_clock::now();

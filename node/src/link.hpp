@@ -56,6 +56,12 @@ public:
     bool outgoing() const { return m_role == crypto::TlsEngine::Role::client; }
     const UserId& peer() const { return m_peer; }
     std::string remote_endpoint() const { return m_remote; }
+    // The peer's and our address on this connection (unspecified if unknown).
+    const asio::ip::address& remote_address() const { return m_remote_address; }
+    const asio::ip::address& local_address() const { return m_local_address; }
+    // RFC 5705 keying material bound to this TLS session (call keys).
+    Result<Bytes> export_keying_material(std::string_view label, std::size_t length,
+                                         std::span<const std::uint8_t> context) const;
     std::chrono::steady_clock::time_point opened_at() const { return m_opened_at; }
     std::int64_t opened_unix_ms() const { return m_opened_unix_ms; }
     std::size_t queued_bytes() const { return m_out_pending.size() + m_out_flight.size(); }
@@ -86,6 +92,7 @@ private:
     bool m_close_after_flush = false;
     UserId m_peer;
     std::string m_remote;
+    asio::ip::address m_remote_address, m_local_address;
     std::chrono::steady_clock::time_point m_last_rx;
     std::chrono::steady_clock::time_point m_opened_at;
     std::int64_t m_opened_unix_ms = 0;

@@ -13,6 +13,7 @@
 #include "juice/dht/presence.hpp"
 #include "juice/node/frame.hpp"
 #include "juice/node/inbox.hpp"
+#include "juice/node/media/rtp.hpp"
 #include "juice/node/store.hpp"
 #include "node_cache.hpp"
 #include "test_identity.hpp"
@@ -79,6 +80,9 @@ std::vector<node::Frame> sample_frames() {
         node::AnswerFrame{true},
         node::ReceiptFrame{{mid(1), mid(2), mid(3)}},
         node::TypingFrame{true},
+        node::CallFrame{mid(4), node::CallFrame::Op::offer, {{"", 40000}, {"192.0.2.1", 5004}}, {}},
+        node::CallFrame{mid(4), node::CallFrame::Op::accept, {{"::1", 40002}}, {}},
+        node::CallFrame{mid(4), node::CallFrame::Op::end, {}, "hangup"},
     };
 }
 
@@ -265,6 +269,82 @@ void store(const fs::path& dir) {
     fs::remove_all(tmp);
 }
 
+// RTP packets with the optional header parts added by hand (build_rtp makes
+// only the plain 12-byte header): CSRC count, extension words, padding bytes.
+Bytes rtp_packet(const node::media::RtpHeader& h, const Bytes& payload, std::uint8_t csrcs,
+                 std::uint16_t ext_words, std::uint8_t padding) {
+    auto plain = node::media::build_rtp(h, payload);
+    Bytes out(plain.begin(), plain.begin() + 12);
+    out[0] = static_cast<std::uint8_t>(out[0] | csrcs | (ext_words ? 0x10 : 0) | (padding ? 0x20 : 0));
+    for (std::uint8_t i = 0; i < csrcs; ++i) out.insert(out.end(), {0x00, 0x00, 0x10, i});
+    if (ext_words) {
+        out.insert(out.end(), {0xbe, 0xde, static_cast<std::uint8_t>(ext_words >> 8),
+                               static_cast<std::uint8_t>(ext_words)});
+        for (std::uint16_t i = 0; i < ext_words; ++i) out.insert(out.end(), {0x10, 0x7f, 0x00, 0x00});
+    }
+    out.insert(out.end(), payload.begin(), payload.end());
+    if (padding) {
+        out.insert(out.end(), static_cast<std::size_t>(padding - 1), std::uint8_t{0});
+        out.push_back(padding);
+    }
+    return out;
+}
+
+void rtp(const fs::path& dir) {
+    using namespace node::media;
+    Bytes opus(60);
+    for (std::size_t i = 0; i < opus.size(); ++i) opus[i] = static_cast<std::uint8_t>(i * 37);
+    const RtpHeader h{111, true, 4711, 960 * 5, 0x1234abcd};
+    write(dir, "rtp-plain", build_rtp(h, opus));
+    write(dir, "rtp-empty-payload", build_rtp(RtpHeader{111, false, 65535, 0xffffffff, 1}, {}));
+    write(dir, "rtp-csrc", rtp_packet(h, opus, 2, 0, 0));
+    write(dir, "rtp-extension", rtp_packet(h, opus, 0, 1, 0));
+    write(dir, "rtp-padding", rtp_packet(h, opus, 0, 0, 4));
+    write(dir, "rtp-all", rtp_packet(h, opus, 3, 2, 7));
+
+    const ReportBlock block{0x55667788, 25, 10, 0x0001000a, 32, 0x7e800000, 0x00018000};
+    const ReportBlock negative{0x01020304, 0, -3, 0x00020005, 480, 0, 0};
+    const RtcpReport sr{0x1234abcd, SenderInfo{0x83aa7e8000000001ull, 960 * 50, 50, 3000}, {block}};
+    const RtcpReport rr{0x0badcafe, std::nullopt, {block, negative}};
+    const RtcpReport rr_empty{0x0badcafe, std::nullopt, {}};
+    write(dir, "rtcp-sr", build_rtcp(sr));
+    write(dir, "rtcp-rr", build_rtcp(rr));
+    write(dir, "rtcp-rr-empty", build_rtcp(rr_empty));
+    // A compound packet: SR, SDES (CNAME "alice"), RR, BYE; the SDES and BYE
+    // are skipped by parse_rtcp.
+    const Bytes sdes{0x81, 0xca, 0x00, 0x03, 0x12, 0x34, 0xab, 0xcd,
+                     0x01, 0x05, 'a',  'l',  'i',  'c',  'e',  0x00};
+    const Bytes bye{0x81, 0xcb, 0x00, 0x01, 0x12, 0x34, 0xab, 0xcd};
+    Bytes compound;
+    for (const Bytes& part : {build_rtcp(sr), sdes, build_rtcp(rr), bye})
+        compound.insert(compound.end(), part.begin(), part.end());
+    write(dir, "rtcp-compound", compound);
+    // An RR followed by a last RR padded by 4 bytes (RFC 3550 6.4.1).
+    Bytes padded = build_rtcp(rr);
+    Bytes last = build_rtcp(rr_empty);
+    last[0] |= 0x20;
+    last[3] = static_cast<std::uint8_t>(last[3] + 1);
+    last.insert(last.end(), {0, 0, 0, 4});
+    padded.insert(padded.end(), last.begin(), last.end());
+    write(dir, "rtcp-padded", padded);
+
+    // ReceiverStats records (2-byte seq, 4-byte timestamp, 4-byte arrival):
+    // a stream with jitter, a loss, a reordering, a duplicate and a wrap.
+    Bytes stats;
+    std::uint32_t arrival = 100000;
+    for (std::uint32_t seq : {65530u, 65531u, 65533u, 65532u, 65534u, 65534u, 65535u, 0u, 1u, 3u, 2u, 4u}) {
+        const std::uint32_t ts = (seq < 1000 ? seq + 65536 : seq) * 960;
+        arrival += 960 + (seq % 3) * 40;
+        const std::uint16_t seq16 = static_cast<std::uint16_t>(seq);
+        stats.push_back(static_cast<std::uint8_t>(seq16 >> 8));
+        stats.push_back(static_cast<std::uint8_t>(seq16));
+        for (std::uint32_t v : {ts, arrival})
+            for (int shift = 24; shift >= 0; shift -= 8)
+                stats.push_back(static_cast<std::uint8_t>(v >> shift));
+    }
+    write(dir, "stats-stream", stats);
+}
+
 void api(const fs::path& dir) {
     write(dir, "echo",
           R"({"jsonrpc":"2.0","id":1,"method":"echo","params":{"a":[1,2,{"b":null}]}})"
@@ -399,6 +479,7 @@ int main(int argc, char** argv) {
     store(root / "store");
     api(root / "api");
     put_guard(root / "put_guard", sender);
+    rtp(root / "rtp");
     std::cout << "seeds written to " << root << "\n";
     return 0;
 }

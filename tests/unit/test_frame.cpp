@@ -31,6 +31,11 @@ std::vector<Frame> sample_frames() {
         ReceiptFrame{std::vector<MessageId>(k_max_receipt_ids, id)},
         TypingFrame{true},
         TypingFrame{false},
+        CallFrame{id, CallFrame::Op::offer, {{"", 40000}}, {}},
+        CallFrame{
+            id, CallFrame::Op::accept, {{"192.0.2.7", 1}, {"2001:db8::1", 65535}, {"", 5}, {"", 6}}, {}},
+        CallFrame{id, CallFrame::Op::end, {}, "busy"},
+        CallFrame{id, CallFrame::Op::end, {}, ""},
     };
 }
 
@@ -399,9 +404,15 @@ TEST_CASE("frame: frames that could not be decoded are not encoded") {
     CHECK(encode_frame(RequestFrame{"", std::string(k_max_request_bytes + 1, 'm'), 0}).empty());
     CHECK(encode_frame(ReceiptFrame{}).empty());
     CHECK(encode_frame(ReceiptFrame{std::vector<MessageId>(k_max_receipt_ids + 1)}).empty());
+    MessageId id = MessageId::random();
+    CHECK(encode_frame(CallFrame{id, CallFrame::Op::offer, {}, {}}).empty());  // an offer needs media
+    CHECK(encode_frame(CallFrame{id, CallFrame::Op::offer, {{"", 0}}, {}}).empty());
+    CHECK(encode_frame(CallFrame{id, CallFrame::Op::accept, std::vector<MediaAddress>(5, {"", 9}), {}})
+              .empty());
+    CHECK(encode_frame(CallFrame{id, CallFrame::Op::end, {}, std::string(33, 'r')}).empty());
 }
 
-TEST_CASE("frame: request, answer, receipt and typing reject bad fields") {
+TEST_CASE("frame: request, answer, receipt, typing and call reject bad fields") {
     auto str = [](auto& pk, std::string_view s) {
         pk.pack_str(static_cast<std::uint32_t>(s.size()));
         pk.pack_str_body(s.data(), static_cast<std::uint32_t>(s.size()));
@@ -439,6 +450,50 @@ TEST_CASE("frame: request, answer, receipt and typing reject bad fields") {
                                            pk.pack_bin(16), pk.pack_bin_body("0123456789abcdef", 16);
                                    })},
         {"typ without y", pack_map(2, [&](auto& pk) { header(pk, "typ"); })},
+        {"call without id", pack_map(3, [&](auto& pk) { header(pk, "call"), str(pk, "o"), str(pk, "end"); })},
+        {"call unknown op", pack_map(4,
+                                     [&](auto& pk) {
+                                         header(pk, "call"), str(pk, "o"), str(pk, "dance");
+                                         str(pk, "i"), pk.pack_bin(16),
+                                             pk.pack_bin_body("0123456789abcdef", 16);
+                                     })},
+        {"offer without media", pack_map(4,
+                                         [&](auto& pk) {
+                                             header(pk, "call"), str(pk, "o"), str(pk, "offer");
+                                             str(pk, "i"), pk.pack_bin(16),
+                                                 pk.pack_bin_body("0123456789abcdef", 16);
+                                         })},
+        {"offer media port 0", pack_map(5,
+                                        [&](auto& pk) {
+                                            header(pk, "call"), str(pk, "o"), str(pk, "offer");
+                                            str(pk, "i"), pk.pack_bin(16),
+                                                pk.pack_bin_body("0123456789abcdef", 16);
+                                            str(pk, "m"), pk.pack_array(1), pk.pack_array(2), str(pk, ""),
+                                                pk.pack(0);
+                                        })},
+        {"offer media port too big", pack_map(5,
+                                              [&](auto& pk) {
+                                                  header(pk, "call"), str(pk, "o"), str(pk, "offer");
+                                                  str(pk, "i"), pk.pack_bin(16),
+                                                      pk.pack_bin_body("0123456789abcdef", 16);
+                                                  str(pk, "m"), pk.pack_array(1), pk.pack_array(2),
+                                                      str(pk, "::1"), pk.pack(70000);
+                                              })},
+        {"offer media not a pair", pack_map(5,
+                                            [&](auto& pk) {
+                                                header(pk, "call"), str(pk, "o"), str(pk, "offer");
+                                                str(pk, "i"), pk.pack_bin(16),
+                                                    pk.pack_bin_body("0123456789abcdef", 16);
+                                                str(pk, "m"), pk.pack_array(1), str(pk, "1.2.3.4:5");
+                                            })},
+        {"offer ip too long", pack_map(5,
+                                       [&](auto& pk) {
+                                           header(pk, "call"), str(pk, "o"), str(pk, "offer");
+                                           str(pk, "i"), pk.pack_bin(16),
+                                               pk.pack_bin_body("0123456789abcdef", 16);
+                                           str(pk, "m"), pk.pack_array(1), pk.pack_array(2),
+                                               str(pk, std::string(46, '1')), pk.pack(5);
+                                       })},
     };
     for (const auto& [what, body] : cases) {
         INFO(what);

@@ -118,6 +118,13 @@ TEST_CASE("tls: exported keying material is equal on both sides") {
     // Another session gets other keys.
     auto q = connected_pair();
     CHECK(*q->client.export_keying_material("EXTRACTOR-dtls_srtp", 60) != *c);
+    // A context (a call id) gives both ends the same keys, unique to it.
+    const Bytes call1(16, 0x01), call2(16, 0x02);
+    auto k1 = p->client.export_keying_material("EXPERIMENTAL-juice-call", 60, call1);
+    REQUIRE(k1);
+    CHECK(*k1 == *p->server.export_keying_material("EXPERIMENTAL-juice-call", 60, call1));
+    CHECK(*k1 != *p->client.export_keying_material("EXPERIMENTAL-juice-call", 60, call2));
+    CHECK(*k1 != *p->client.export_keying_material("EXPERIMENTAL-juice-call", 60));
 
     TlsEngine idle(Role::client, alice(), bob().id());
     CHECK_FALSE(idle.export_keying_material("x", 16));

@@ -59,7 +59,10 @@ public:
     // The authenticated peer id; set once the handshake succeeded.
     std::optional<UserId> peer_id() const;
     // RFC 5705 keying material exporter (for SRTP keys); only in state open.
-    Result<Bytes> export_keying_material(std::string_view label, std::size_t length) const;
+    // A non-empty `context` (e.g. a call id) gives keys unique to it; with
+    // TLS 1.3 an empty context and no context export the same value.
+    Result<Bytes> export_keying_material(std::string_view label, std::size_t length,
+                                         std::span<const std::uint8_t> context = {}) const;
 
     struct Impl;
 

@@ -48,6 +48,21 @@ struct Config {
     std::chrono::hours inbox_retention{24 * 30};  // messages and requests are re-put this long at most
     std::chrono::hours receipt_retention{72};     // acks and read receipts: this long, or until a link
 
+    // Voice calls (docs/DESIGN.md "Calls").
+    bool voice = true;  // advertise "voice" and accept calls
+    // Audio for calls that give no WAV paths: "auto" and "pulse" use the
+    // sound device through PulseAudio (without one such a call fails with
+    // no_audio_device); "null" sends silence and discards what is heard.
+    std::string audio = "auto";
+    std::string audio_in, audio_out;  // daemon-wide default WAV files (headless use)
+    std::uint16_t media_port = 0;     // UDP port for call media; 0 = a free port per call
+    // "ip:port" contacts should send our call audio to (a port forward or a
+    // relay); "" = the address of our link and media_port.
+    std::string media_announce;
+    int call_bitrate = 32000;  // Opus target with no loss, bit/s
+    std::chrono::milliseconds ring_timeout{45000};
+    std::chrono::milliseconds media_timeout{20000};  // an active call ends after this long without audio
+
     // Storage
     // normal: WAL without an fsync per commit; survives a crash of juiced
     // (kill -9) and costs ~0.2 ms a commit here. full: an fsync per commit

@@ -91,13 +91,33 @@ struct TypingFrame {  // the sender is typing (expires by itself after ~10 s)
     bool typing = false;
     bool operator==(const TypingFrame&) const = default;
 };
+// Call signalling (the media itself travels over SRTP/UDP, see
+// media/session.hpp). One frame type with an operation:
+//   offer  the caller rings; `media` says where to send the caller's audio
+//   accept the callee answers; `media` says where to send the callee's audio
+//   end    either side ends (or refuses) the call; `reason` says why
+inline constexpr std::size_t k_max_media_addresses = 4;
+inline constexpr std::size_t k_max_call_reason_bytes = 32;
+struct MediaAddress {
+    std::string ip;  // empty: the address this link's peer connects from
+    std::uint16_t port = 0;
+    bool operator==(const MediaAddress&) const = default;
+};
+struct CallFrame {
+    enum class Op { offer, accept, end };
+    MessageId id;  // the call id, chosen by the caller
+    Op op = Op::offer;
+    std::vector<MediaAddress> media;  // offer/accept: 1..k_max_media_addresses
+    std::string reason;               // end: "hangup", "rejected", "busy", "timeout", ...
+    bool operator==(const CallFrame&) const = default;
+};
 struct UnknownFrame {  // a type this version does not know: skip it
     std::string type;
     bool operator==(const UnknownFrame&) const = default;
 };
 
 using Frame = std::variant<HelloFrame, MessageFrame, AckFrame, PresenceFrame, KeepaliveFrame, ByeFrame,
-                           RequestFrame, AnswerFrame, ReceiptFrame, TypingFrame, UnknownFrame>;
+                           RequestFrame, AnswerFrame, ReceiptFrame, TypingFrame, CallFrame, UnknownFrame>;
 
 // Length prefix + msgpack body. UnknownFrame cannot be encoded (returns empty).
 Bytes encode_frame(const Frame& frame);

@@ -53,13 +53,13 @@ Result<RtpPacket> parse_rtp(std::span<const std::uint8_t> packet);
 bool is_rtcp(std::span<const std::uint8_t> packet);
 
 struct ReportBlock {
-    std::uint32_t ssrc = 0;          // the source this block reports on
-    std::uint8_t fraction_lost = 0;  // since the previous report, in 1/256
+    std::uint32_t ssrc = 0;            // the source this block reports on
+    std::uint8_t fraction_lost = 0;    // since the previous report, in 1/256
     std::int32_t cumulative_lost = 0;  // 24-bit signed on the wire
-    std::uint32_t highest_seq = 0;   // extended highest sequence number received
-    std::uint32_t jitter = 0;        // interarrival jitter, timestamp units
-    std::uint32_t lsr = 0;           // middle 32 bits of the last SR's NTP time
-    std::uint32_t dlsr = 0;          // delay since that SR, 1/65536 s
+    std::uint32_t highest_seq = 0;     // extended highest sequence number received
+    std::uint32_t jitter = 0;          // interarrival jitter, timestamp units
+    std::uint32_t lsr = 0;             // middle 32 bits of the last SR's NTP time
+    std::uint32_t dlsr = 0;            // delay since that SR, 1/65536 s
     bool operator==(const ReportBlock&) const = default;
 };
 
@@ -71,7 +71,7 @@ struct SenderInfo {
     bool operator==(const SenderInfo&) const = default;
 };
 
-struct RtcpReport {  // one SR (sender set) or RR
+struct RtcpReport {          // one SR (sender set) or RR
     std::uint32_t ssrc = 0;  // the reporter
     std::optional<SenderInfo> sender;
     std::vector<ReportBlock> blocks;  // at most 31
@@ -104,6 +104,9 @@ public:
     double jitter() const { return m_jitter; }  // timestamp units
 
 private:
+    void init_seq(std::uint16_t seq);    // RFC 3550 A.1 init_seq
+    bool update_seq(std::uint16_t seq);  // A.1 update_seq: false for a packet to ignore
+
     bool m_started = false;
     std::uint16_t m_max_seq = 0;
     std::uint32_t m_cycles = 0;  // count of sequence wraps, shifted left 16
