@@ -13,6 +13,9 @@
 //   offline_delivery B starts -> a message waiting in its DHT inbox is in its
 //                   history (the sender is offline)
 //   contact_request contacts.add on A -> contact.request event at B
+//   call_cpu        CPU of each daemon during a voice call in which both
+//                   sides play speech (espeak-ng) from a WAV file and record
+//                   the other into one, minus its CPU over as long idle
 #include "harness.hpp"
 #include "juice/crypto/ids.hpp"
 
@@ -24,6 +27,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <atomic>
 #include <fstream>
 #include <iostream>
@@ -129,6 +133,7 @@ int main(int argc, char** argv) {
     CLI::App app{"juice-bench: latency and footprint of juiced on loopback (JSON on stdout)"};
     int presence_n = 200, message_n = 1000, cold_n = 5, contacts_n = 100, throughput_n = 20000, offline_n = 5,
         request_n = 20;
+    int call_seconds = 20;
     std::string sync = "normal", log_level = "warn";
     bool keep = false;
     app.add_option("--presence", presence_n, "presence updates per path")->capture_default_str();
@@ -138,6 +143,8 @@ int main(int argc, char** argv) {
     app.add_option("--throughput", throughput_n, "messages for the throughput run")->capture_default_str();
     app.add_option("--offline", offline_n, "offline deliveries to time")->capture_default_str();
     app.add_option("--requests", request_n, "contact requests to time")->capture_default_str();
+    app.add_option("--call-seconds", call_seconds, "length of the call whose CPU is measured (0: skip)")
+        ->capture_default_str();
     app.add_option("--sync", sync, "juiced --sync mode")
         ->check(CLI::IsMember({"full", "normal"}))
         ->capture_default_str();
@@ -301,6 +308,47 @@ int main(int argc, char** argv) {
             }
             out["contact_request"] = summary(lat);
             out["contact_request"]["lost"] = lost;
+        }
+
+        // CPU of a call, per daemon: each plays speech and records the other.
+        if (call_seconds > 0) {
+            progress("a " + std::to_string(call_seconds) + " s call: daemon CPU");
+            auto raw = dir.path() / "raw.wav", speech = dir.path() / "speech.wav";
+            std::string make = "espeak-ng -s 150 -w '" + raw.string() +
+                               "' 'This is a voice call between two juice daemons. Each side plays this "
+                               "speech and records the other, so both directions carry real audio.' && sox '" +
+                               raw.string() + "' -r 48000 -c 1 -b 16 '" + speech.string() + "' repeat 9";
+            if (std::system(make.c_str()) != 0) throw std::runtime_error("espeak-ng or sox failed");
+            auto span = std::chrono::seconds(call_seconds);
+            double ia = cpu_seconds(a.pid()), ib = cpu_seconds(b.pid());
+            std::this_thread::sleep_for(span);
+            double idle_a = cpu_seconds(a.pid()) - ia, idle_b = cpu_seconds(b.pid()) - ib;
+            EventWatcher ca(a, {"call.state"}), cb(b, {"call.state"});
+            auto id = a.call("calls.start", {{"to", b.id()},
+                                             {"audio_in", speech.string()},
+                                             {"audio_out", (dir.path() / "a-hears.wav").string()}})["call_id"];
+            if (!cb.wait_for([](const json& e) { return e["state"] == "ringing_in"; }, 10s))
+                throw std::runtime_error("the call did not ring");
+            b.call("calls.accept", {{"call_id", id},
+                                    {"audio_in", speech.string()},
+                                    {"audio_out", (dir.path() / "b-hears.wav").string()}});
+            if (!ca.wait_for([](const json& e) { return e["state"] == "active"; }, 10s))
+                throw std::runtime_error("the call did not become active");
+            double ca0 = cpu_seconds(a.pid()), cb0 = cpu_seconds(b.pid());
+            auto t0 = clk::now();
+            std::this_thread::sleep_for(span);
+            double wall = std::chrono::duration<double>(clk::now() - t0).count();
+            double call_a = cpu_seconds(a.pid()) - ca0, call_b = cpu_seconds(b.pid()) - cb0;
+            auto stats = a.call("calls.list").at(0)["stats"];
+            a.call("calls.hangup", {{"call_id", id}});
+            cb.wait_for([](const json& e) { return e["state"] == "ended"; }, 10s);
+            out["call_cpu"] = {{"seconds", wall},
+                               {"percent_of_one_core_caller", 100 * (call_a - idle_a) / wall},
+                               {"percent_of_one_core_callee", 100 * (call_b - idle_b) / wall},
+                               {"idle_percent_caller", 100 * idle_a / wall},
+                               {"idle_percent_callee", 100 * idle_b / wall},
+                               {"packets_sent_caller", stats["packets_sent"]},
+                               {"packets_received_caller", stats["packets_received"]}};
         }
 
         // Cold start: bob restarts; alice sees the link come up.

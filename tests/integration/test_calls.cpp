@@ -189,6 +189,27 @@ TEST_CASE("calls: ring, reject, accept, hang up, busy, timeout", "[daemon][calls
     CHECK(bad->error->message.find("missing.wav") != std::string::npos);
     CHECK(a.call("calls.list").empty());
 
+    // The same through the CLI: juice dial / calls / answer / hangup.
+    auto cli = [&](Juiced& d, std::vector<std::string> args, const std::string& log) {
+        args.insert(args.begin(), {"--api-socket", d.socket().string()});
+        Process p(JUICE_CLI_PATH, args, dir.path() / log);
+        int rc = p.wait(15s);
+        INFO(log << ": " << p.log());
+        CHECK(rc == 0);
+        return p.log();
+    };
+    auto out = cli(a, {"dial", "bob"}, "dial.log");
+    CHECK(out.find("calling bob") != std::string::npos);
+    REQUIRE(eb.wait_for(call_state("ringing_in"), 5s));
+    CHECK(cli(b, {"calls"}, "calls.log").find("ringing_in") != std::string::npos);
+    CHECK(cli(b, {"answer"}, "answer.log").find("answered call") != std::string::npos);
+    REQUIRE(ea.wait_for(call_state("active"), 5s));
+    REQUIRE(wait_until([&] { return call_of(b)["stats"].value("packets_received", 0) > 50; }, 10s, 50ms));
+    CHECK(cli(b, {"calls"}, "calls2.log").find("loss in") != std::string::npos);
+    CHECK(cli(a, {"hangup"}, "hangup.log").find("ended call") != std::string::npos);
+    CHECK(eb.wait_for(call_state("ended", "hangup"), 5s));
+    CHECK(ea.wait_for(call_state("ended", "hangup"), 5s));
+
     // The link drops during a call: both ends say link_lost.
     id = a.call("calls.start", {{"to", b.id()}})["call_id"].get<std::string>();
     REQUIRE(eb.wait_for(call_state("ringing_in"), 5s));
