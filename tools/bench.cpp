@@ -27,8 +27,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <atomic>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -314,19 +314,21 @@ int main(int argc, char** argv) {
         if (call_seconds > 0) {
             progress("a " + std::to_string(call_seconds) + " s call: daemon CPU");
             auto raw = dir.path() / "raw.wav", speech = dir.path() / "speech.wav";
-            std::string make = "espeak-ng -s 150 -w '" + raw.string() +
-                               "' 'This is a voice call between two juice daemons. Each side plays this "
-                               "speech and records the other, so both directions carry real audio.' && sox '" +
-                               raw.string() + "' -r 48000 -c 1 -b 16 '" + speech.string() + "' repeat 9";
+            std::string make =
+                "espeak-ng -s 150 -w '" + raw.string() +
+                "' 'This is a voice call between two juice daemons. Each side plays this "
+                "speech and records the other, so both directions carry real audio.' && sox '" +
+                raw.string() + "' -r 48000 -c 1 -b 16 '" + speech.string() + "' repeat 9";
             if (std::system(make.c_str()) != 0) throw std::runtime_error("espeak-ng or sox failed");
             auto span = std::chrono::seconds(call_seconds);
             double ia = cpu_seconds(a.pid()), ib = cpu_seconds(b.pid());
             std::this_thread::sleep_for(span);
             double idle_a = cpu_seconds(a.pid()) - ia, idle_b = cpu_seconds(b.pid()) - ib;
             EventWatcher ca(a, {"call.state"}), cb(b, {"call.state"});
-            auto id = a.call("calls.start", {{"to", b.id()},
-                                             {"audio_in", speech.string()},
-                                             {"audio_out", (dir.path() / "a-hears.wav").string()}})["call_id"];
+            auto id =
+                a.call("calls.start", {{"to", b.id()},
+                                       {"audio_in", speech.string()},
+                                       {"audio_out", (dir.path() / "a-hears.wav").string()}})["call_id"];
             if (!cb.wait_for([](const json& e) { return e["state"] == "ringing_in"; }, 10s))
                 throw std::runtime_error("the call did not ring");
             b.call("calls.accept", {{"call_id", id},

@@ -1745,14 +1745,14 @@ struct Daemon::Impl {
     }
     static std::optional<CallManager::AudioPaths> param_audio(const json& params, const Reply& r) {
         CallManager::AudioPaths a;
-        for (const char* key : {"audio_in", "audio_out"}) {
+        for (auto [key, slot] : {std::pair{"audio_in", &a.in}, std::pair{"audio_out", &a.out}}) {
             auto it = params.find(key);
             if (it == params.end() || it->is_null()) continue;
             if (!it->is_string() || it->get<std::string>().empty() || it->get<std::string>().size() > 4096) {
                 r.error(RpcError::invalid_params(std::string("'") + key + "' must be a WAV file path"));
                 return std::nullopt;
             }
-            (key[6] == 'i' ? a.in : a.out) = it->get<std::string>();
+            *slot = it->get<std::string>();
         }
         return a;
     }
