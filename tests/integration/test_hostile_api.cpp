@@ -265,7 +265,12 @@ TEST_CASE("hostile API: malformed, oversized and mistyped requests on one connec
 
     SECTION("unknown methods and malformed requests") {
         expect(R"({"jsonrpc":"2.0","id":"x","method":"no.such.method"})", "x", -32601, "unknown_method");
-        expect(R"({"jsonrpc":"2.0","id":7,"method":"calls.start","params":{}})", 7, -32601, "unknown_method");
+        expect(R"({"jsonrpc":"2.0","id":7,"method":"calls.start","params":{}})", 7, -32602, "invalid_params");
+        expect(R"({"jsonrpc":"2.0","id":7,"method":"calls.accept","params":{"call_id":[1]}})", 7, -32602,
+               "invalid_params");
+        expect(
+            R"({"jsonrpc":"2.0","id":7,"method":"calls.hangup","params":{"call_id":"00112233445566778899aabbccddeeff"}})",
+            7, -32000, "unknown_call");
         expect(R"({"jsonrpc":"1.0","id":8,"method":"identity.get"})", 8, -32600, "invalid_request");
         expect(R"({"jsonrpc":"2.0","id":9,"method":42})", 9, -32600, "invalid_request");
         expect(R"({"jsonrpc":"2.0","id":{"a":1},"method":"identity.get"})", nullptr, -32600,
