@@ -16,6 +16,7 @@
 //   call_cpu        CPU of each daemon during a voice call in which both
 //                   sides play speech (espeak-ng) from a WAV file and record
 //                   the other into one, minus its CPU over as long idle
+#include "audio_compare.hpp"
 #include "harness.hpp"
 #include "juice/crypto/ids.hpp"
 
@@ -35,6 +36,7 @@
 #include <thread>
 
 using namespace juice::test;
+namespace audio = juice::test::audio;
 using json = nlohmann::json;
 using clk = std::chrono::steady_clock;
 
@@ -42,18 +44,6 @@ namespace {
 
 double ms_since(clk::time_point t0) {
     return std::chrono::duration<double, std::milli>(clk::now() - t0).count();
-}
-
-json summary(std::vector<double> v) {
-    if (v.empty()) return {{"n", 0}};
-    std::sort(v.begin(), v.end());
-    auto pct = [&](double p) {
-        return v[std::min(v.size() - 1, static_cast<std::size_t>(p * (v.size() - 1) + 0.5))];
-    };
-    double sum = 0;
-    for (double x : v) sum += x;
-    return {{"n", v.size()},       {"p50_ms", pct(0.5)}, {"p95_ms", pct(0.95)},
-            {"p99_ms", pct(0.99)}, {"max_ms", v.back()}, {"mean_ms", sum / v.size()}};
 }
 
 long rss_kib(int pid) {
@@ -186,7 +176,7 @@ int main(int argc, char** argv) {
             return lat;
         };
         progress("presence over a link");
-        out["presence_link"] = summary(presence_run(a, eb, presence_n));
+        out["presence_link"] = summarize_ms(presence_run(a, eb, presence_n));
 
         // Presence through the DHT: sam watches alice, but alice does not
         // list sam, so they never link and sam only hears the DHT.
@@ -195,7 +185,7 @@ int main(int argc, char** argv) {
         es.wait_for([&](const json& e) { return e["id"] == a.id(); }, 10s);
         progress("presence through the DHT");
         auto dht_lat = presence_run(a, es, presence_n);
-        out["presence_dht"] = summary(dht_lat);
+        out["presence_dht"] = summarize_ms(dht_lat);
         out["presence_dht"]["lost"] = presence_n - static_cast<int>(dht_lat.size());
 
         // Message round trip.
@@ -210,7 +200,7 @@ int main(int argc, char** argv) {
                 [&](const json& e) { return e["msg_id"] == r["msg_id"] && e["state"] == "delivered"; }, 10s);
             if (ev) rtt.push_back(ms_since(t0));
         }
-        out["message_rtt"] = summary(rtt);
+        out["message_rtt"] = summarize_ms(rtt);
 
         // Throughput: pipelined sends, durable on both sides and acked.
         progress("throughput: " + std::to_string(throughput_n) + " messages");
@@ -270,7 +260,7 @@ int main(int argc, char** argv) {
                     20s);
                 if (got) lat.push_back(ms_since(t0));
             }
-            out["offline_delivery"] = summary(lat);
+            out["offline_delivery"] = summarize_ms(lat);
             out["offline_delivery"]["what"] =
                 "bob process start -> message from his DHT inbox in his history";
             if (!a.running() && !a.start()) throw std::runtime_error(a.error);
@@ -306,20 +296,18 @@ int main(int argc, char** argv) {
                     },
                     10s);
             }
-            out["contact_request"] = summary(lat);
+            out["contact_request"] = summarize_ms(lat);
             out["contact_request"]["lost"] = lost;
         }
 
         // CPU of a call, per daemon: each plays speech and records the other.
         if (call_seconds > 0) {
             progress("a " + std::to_string(call_seconds) + " s call: daemon CPU");
-            auto raw = dir.path() / "raw.wav", speech = dir.path() / "speech.wav";
-            std::string make =
-                "espeak-ng -s 150 -w '" + raw.string() +
-                "' 'This is a voice call between two juice daemons. Each side plays this "
-                "speech and records the other, so both directions carry real audio.' && sox '" +
-                raw.string() + "' -r 48000 -c 1 -b 16 '" + speech.string() + "' repeat 9";
-            if (std::system(make.c_str()) != 0) throw std::runtime_error("espeak-ng or sox failed");
+            auto speech = dir.path() / "speech.wav";
+            audio::make_speech(speech,
+                               "This is a voice call between two juice daemons. Each side plays this speech "
+                               "and records the other, so both directions carry real audio.",
+                               10);
             auto span = std::chrono::seconds(call_seconds);
             double ia = cpu_seconds(a.pid()), ib = cpu_seconds(b.pid());
             std::this_thread::sleep_for(span);
@@ -364,7 +352,7 @@ int main(int argc, char** argv) {
             auto ev = ea2.wait_for([&](const json& e) { return e["id"] == b.id() && e["up"] == true; }, 30s);
             if (ev) cold.push_back(ms_since(t0));
         }
-        out["cold_start"] = summary(cold);
+        out["cold_start"] = summarize_ms(cold);
 
         // Idle RSS with many contacts (random ids: each costs a DHT listen).
         progress("idle daemon with " + std::to_string(contacts_n) + " contacts");

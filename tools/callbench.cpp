@@ -29,10 +29,8 @@
 #include <nlohmann/json.hpp>
 
 #include <sys/resource.h>
-#include <sys/wait.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -51,29 +49,11 @@ void progress(const std::string& s) {
     std::cerr << "juice-callbench: " << s << std::endl;
 }
 
-bool sh(const std::string& cmd) {
-    int rc = std::system(cmd.c_str());
-    return rc != -1 && WIFEXITED(rc) && WEXITSTATUS(rc) == 0;
-}
-
 double cpu_seconds() {
     rusage ru{};
     getrusage(RUSAGE_SELF, &ru);
     return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
            static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-json summary(std::vector<double> v) {
-    if (v.empty()) return {{"n", 0}};
-    std::sort(v.begin(), v.end());
-    auto pct = [&](double p) {
-        return v[std::min(v.size() - 1, static_cast<std::size_t>(p * (v.size() - 1) + 0.5))];
-    };
-    return {{"n", v.size()},
-            {"p50_ms", pct(0.5)},
-            {"p95_ms", pct(0.95)},
-            {"p99_ms", pct(0.99)},
-            {"max_ms", v.back()}};
 }
 
 class MemorySink : public AudioSink {
@@ -198,17 +178,14 @@ int main(int argc, char** argv) {
         fs::path speech = speech_arg;
         if (speech.empty()) {
             progress("making speech with espeak-ng");
-            auto raw = dir.path() / "raw.wav";
             speech = dir.path() / "speech.wav";
-            std::string text =
+            test::audio::make_speech(
+                speech,
                 "The quick brown fox jumps over the lazy dog. Juice is a peer to peer buddy chat. "
                 "Each user runs a small daemon that publishes a signed presence record into a distributed "
                 "hash table, finds its buddies there, and connects straight to them. Calls use the Opus "
                 "codec over secure RTP, with forward error correction and an adaptive jitter buffer. "
-                "One, two, three, four, five, six, seven, eight, nine, ten.";
-            if (!sh("espeak-ng -s 150 -w '" + raw.string() + "' \"" + text + "\"") ||
-                !sh("sox '" + raw.string() + "' -r 48000 -c 1 -b 16 '" + speech.string() + "'"))
-                throw std::runtime_error("espeak-ng or sox failed (Debian packages espeak-ng, sox)");
+                "One, two, three, four, five, six, seven, eight, nine, ten.");
         }
         int rate = 0;
         auto source = test::audio::read_mono(speech, &rate);
@@ -224,7 +201,7 @@ int main(int argc, char** argv) {
             cpu.push_back(direct.cpu_percent);
         }
         std::sort(cpu.begin(), cpu.end());
-        out["direct"] = {{"delay", summary(direct.delays_ms)},
+        out["direct"] = {{"delay", test::summarize_ms(direct.delays_ms)},
                          {"cpu_percent_of_one_core", cpu[cpu.size() / 2]},
                          {"cpu_percent_runs", cpu},
                          {"packets_sent", direct.a.packets_sent},
@@ -272,7 +249,7 @@ int main(int argc, char** argv) {
                     for (double x : v) s += x;
                     return v.empty() ? 0 : s / static_cast<double>(v.size());
                 };
-                auto d = summary(delays);
+                auto d = test::summarize_ms(delays);
                 json row{{"loss_percent", std::stod(ltxt)},
                          {"jitter_ms", jitter},
                          {"loss_seen", loss_seen},
@@ -310,7 +287,7 @@ int main(int argc, char** argv) {
                    << " ms'";
             gp << "\n";
             gp.close();
-            if (!sh("gnuplot '" + (dir.path() / "plot.gp").string() + "'"))
+            if (!test::run_shell("gnuplot '" + (dir.path() / "plot.gp").string() + "'"))
                 progress("gnuplot failed (Debian package gnuplot-nox); the data is in quality.dat");
             else
                 out["plot"] = png.string();

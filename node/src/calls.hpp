@@ -51,8 +51,8 @@ public:
     nlohmann::json list() const;
 
     void on_frame(const UserId& from, Link& link, const CallFrame& frame);
+    // The link to `peer` went down, or the contact was removed: its calls end.
     void on_link_down(const UserId& peer);
-    void on_contact_removed(const UserId& peer) { on_link_down(peer); }
     // Every second: ends calls whose media went silent or whose device failed.
     void tick();
     // Ends every call (reason "shutdown"), telling the peers.

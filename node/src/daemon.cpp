@@ -1201,7 +1201,7 @@ struct Daemon::Impl {
         for (auto k : {InboxKind::messages, InboxKind::control, InboxKind::acks, InboxKind::receipts})
             (void)store->remove_inbox_kind(id, k);
         pending_control.erase(id);
-        calls->on_contact_removed(id);
+        calls->on_link_down(id);
         if (p.watch) dht->unwatch(p.watch);
         auto link = std::move(p.link);
         auto dialing = std::move(p.dialing);

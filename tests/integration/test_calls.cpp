@@ -10,11 +10,9 @@
 
 #include <catch2/catch.hpp>
 
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -33,32 +31,12 @@ auto call_state(const std::string& state, const std::string& reason = {}) {
     };
 }
 
-// Runs a shell command; true on exit status 0.
-bool sh(const std::string& cmd) {
-    int rc = std::system(cmd.c_str());
-    return rc != -1 && WIFEXITED(rc) && WEXITSTATUS(rc) == 0;
-}
-
-std::string sh_out(const std::string& cmd) {
-    std::string out;
-    if (FILE* f = ::popen(cmd.c_str(), "r")) {
-        char buf[4096];
-        std::size_t n;
-        while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-        ::pclose(f);
-    }
-    return out;
-}
-
-// About 6 s of English speech as a 48 kHz mono WAV, made with espeak-ng and
-// sox (Debian packages espeak-ng, sox).
+// About 12 s of English speech as a 48 kHz mono WAV.
 fs::path make_speech(const fs::path& dir) {
-    auto raw = dir / "speech-raw.wav", out = dir / "speech.wav";
-    std::string text =
-        "Hello Bob, this is Alice calling from juice. The weather is lovely today, and the birds are "
-        "singing in the garden. Can you hear me clearly? Seven, eight, nine, ten.";
-    REQUIRE(sh("espeak-ng -s 150 -w '" + raw.string() + "' \"" + text + "\""));
-    REQUIRE(sh("sox '" + raw.string() + "' -r 48000 -c 1 -b 16 '" + out.string() + "'"));
+    auto out = dir / "speech.wav";
+    audio::make_speech(out,
+                       "Hello Bob, this is Alice calling from juice. The weather is lovely today, and the "
+                       "birds are singing in the garden. Can you hear me clearly? Seven, eight, nine, ten.");
     return out;
 }
 
@@ -82,7 +60,11 @@ CallResult speech_call(Juiced& a, Juiced& b, const fs::path& speech, const fs::p
     b.call("calls.accept", {{"call_id", id}, {"audio_out", rec.string()}});
     REQUIRE(ea.wait_for(call_state("active"), 10s));
     REQUIRE(wait_until([&] { return call_of(a)["stats"].value("source_ended", false); }, 30s, 100ms));
-    std::this_thread::sleep_for(1s);  // the tail still in flight and in B's jitter buffer
+    // The speech's tail is still in flight and in B's jitter buffer: wait
+    // until B has taken 25 more packets (0.5 s of the silence sent after it).
+    auto heard = call_of(b)["stats"].value("packets_received", 0);
+    REQUIRE(
+        wait_until([&] { return call_of(b)["stats"].value("packets_received", 0) > heard + 25; }, 10s, 50ms));
     CallResult r;
     r.caller_stats = call_of(a)["stats"];
     r.callee_stats = call_of(b)["stats"];
@@ -190,9 +172,9 @@ TEST_CASE("calls: ring, reject, accept, hang up, busy, timeout", "[daemon][calls
     CHECK(a.call("calls.list").empty());
 
     // The same through the CLI: juice dial / calls / answer / hangup.
-    auto cli = [&](Juiced& d, std::vector<std::string> args, const std::string& log) {
-        args.insert(args.begin(), {"--api-socket", d.socket().string()});
-        Process p(JUICE_CLI_PATH, args, dir.path() / log);
+    auto cli = [&](Juiced& d, std::vector<std::string> words, const std::string& log) {
+        words.insert(words.begin(), {"--api-socket", d.socket().string()});
+        Process p(JUICE_CLI_PATH, words, dir.path() / log);
         int rc = p.wait(15s);
         INFO(log << ": " << p.log());
         CHECK(rc == 0);
@@ -262,7 +244,7 @@ TEST_CASE("calls: no voice capability, no audio device", "[daemon][calls]") {
     CHECK(ea.wait_for(call_state("ended", "no_audio_device"), 5s));
     // With WAV files instead, the call works.
     auto tone = dir.path() / "tone.wav", rec = dir.path() / "alice-hears.wav";
-    REQUIRE(sh("sox -n -r 16000 -c 2 '" + tone.string() + "' synth 1 sine 440"));
+    REQUIRE(run_shell("sox -n -r 16000 -c 2 '" + tone.string() + "' synth 1 sine 440"));
     id = c.call("calls.start", {{"to", a.id()}})["call_id"].get<std::string>();
     REQUIRE(ea.wait_for(call_state("ringing_in"), 5s));
     a.call("calls.accept", {{"call_id", id}, {"audio_out", rec.string()}, {"audio_in", tone.string()}});
@@ -289,7 +271,7 @@ TEST_CASE("calls: speech arrives intact and aligned, directly and through 10% lo
     befriend(a, b);
 
     // 1. Direct, with a packet capture of Bob's media port.
-    bool capture = ::geteuid() == 0 && sh("command -v tshark >/dev/null");
+    bool capture = ::geteuid() == 0 && run_shell("command -v tshark >/dev/null");
     auto pcap = dir.path() / "call.pcap";
     std::unique_ptr<Process> dumpcap;
     if (capture) {
@@ -313,7 +295,7 @@ TEST_CASE("calls: speech arrives intact and aligned, directly and through 10% lo
         dumpcap->signal(SIGINT);
         CHECK(dumpcap->wait(10s) >= 0);
         // Decode Bob's port as RTP: version, payload type, SSRC, payload.
-        auto out = sh_out(
+        auto out = shell_output(
             "tshark -r '" + pcap.string() + "' -d udp.port==" + std::to_string(bob_media) +
             ",rtp -Y rtp -T fields -e rtp.version -e rtp.p_type -e rtp.ssrc -e rtp.payload 2>/dev/null");
         std::istringstream lines(out);

@@ -721,6 +721,27 @@ struct PulseEnv {
     EnvGuard server, sink, source;
 };
 
+// A private server, this process pointed at it (restored on destruction),
+// and a sink and a source opened on it; FAILs with the server's log when a
+// step fails.
+struct PulseRig {
+    PrivatePulse pa;
+    std::optional<PulseEnv> env;
+    std::unique_ptr<AudioSink> sink;
+    std::unique_ptr<AudioSource> src;
+
+    explicit PulseRig(const std::string& binary) : pa(binary) {
+        if (!pa.wait_ready(std::chrono::seconds(3))) FAIL("private pulseaudio did not start:\n" << pa.log());
+        env.emplace(pa);
+        auto s = open_pulse_sink("juice-test");
+        if (!s.ok()) FAIL("open_pulse_sink: " << s.error().message << "\npulseaudio log:\n" << pa.log());
+        sink = std::move(*s);
+        auto c = open_pulse_source("juice-test");
+        if (!c.ok()) FAIL("open_pulse_source: " << c.error().message << "\npulseaudio log:\n" << pa.log());
+        src = std::move(*c);
+    }
+};
+
 }  // namespace
 
 TEST_CASE("audio: PulseAudio loopback through a private server's sink and its monitor", "[audio][pulse]") {
@@ -729,14 +750,7 @@ TEST_CASE("audio: PulseAudio loopback through a private server's sink and its mo
         WARN("pulseaudio is not installed (Debian package pulseaudio): skipping the loopback test");
         return;
     }
-    PrivatePulse pa(*binary);
-    if (!pa.wait_ready(std::chrono::seconds(3))) FAIL("private pulseaudio did not start:\n" << pa.log());
-    PulseEnv env(pa);
-
-    auto sink = open_pulse_sink("juice-test");
-    if (!sink.ok()) FAIL("open_pulse_sink: " << sink.error().message << "\npulseaudio log:\n" << pa.log());
-    auto src = open_pulse_source("juice-test");
-    if (!src.ok()) FAIL("open_pulse_source: " << src.error().message << "\npulseaudio log:\n" << pa.log());
+    PulseRig rig(*binary);
 
     // 440 Hz at 0.5 full scale, one frame per 20 ms tick, as the media
     // thread would, capturing whatever comes back: tick until the tone
@@ -753,8 +767,8 @@ TEST_CASE("audio: PulseAudio loopback through a private server's sink and its mo
             s = static_cast<std::int16_t>(
                 std::lround(0.5 * 32767 * std::sin(2 * k_pi * 440 * static_cast<double>(phase++) / 48000)));
         }
-        (*sink)->write(out);
-        REQUIRE((*src)->read(in));
+        rig.sink->write(out);
+        REQUIRE(rig.src->read(in));
         captured.insert(captured.end(), in.begin(), in.end());
         if (!onset && std::any_of(in.begin(), in.end(), [](std::int16_t v) { return std::abs(v) > 8000; })) {
             onset = captured.size() - k_frame_samples;
@@ -764,9 +778,9 @@ TEST_CASE("audio: PulseAudio loopback through a private server's sink and its mo
         tick += std::chrono::milliseconds(k_frame_ms);
         std::this_thread::sleep_until(tick);
     }
-    INFO("pulseaudio log:\n" << pa.log());
-    CHECK((*sink)->failure().empty());
-    CHECK((*src)->failure().empty());
+    INFO("pulseaudio log:\n" << rig.pa.log());
+    CHECK(rig.sink->failure().empty());
+    CHECK(rig.src->failure().empty());
     REQUIRE(onset);
     REQUIRE(captured.size() >= *onset + k_frame_samples + k_measure);
     const auto* tone = captured.data() + *onset + k_frame_samples;
@@ -791,30 +805,24 @@ TEST_CASE("audio: PulseAudio server dying mid-call is reported, never blocks", "
         WARN("pulseaudio is not installed (Debian package pulseaudio): skipping");
         return;
     }
-    PrivatePulse pa(*binary);
-    if (!pa.wait_ready(std::chrono::seconds(3))) FAIL("private pulseaudio did not start:\n" << pa.log());
-    PulseEnv env(pa);
-    auto sink = open_pulse_sink("juice-test");
-    if (!sink.ok()) FAIL("open_pulse_sink: " << sink.error().message << "\npulseaudio log:\n" << pa.log());
-    auto src = open_pulse_source("juice-test");
-    if (!src.ok()) FAIL("open_pulse_source: " << src.error().message << "\npulseaudio log:\n" << pa.log());
+    PulseRig rig(*binary);
 
-    pa.kill_server(SIGKILL);
+    rig.pa.kill_server(SIGKILL);
 
     // Poll with a deadline: within a second both device threads notice.
     Frame f{};
     bool ended = false;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
     while (std::chrono::steady_clock::now() < deadline) {
-        (*sink)->write(f);
-        ended = !(*src)->read(f);
-        if (ended && !(*sink)->failure().empty()) break;
+        rig.sink->write(f);
+        ended = !rig.src->read(f);
+        if (ended && !rig.sink->failure().empty()) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(k_frame_ms));
     }
     CHECK(ended);
     CHECK(all_zero(f));
-    CHECK_THAT((*src)->failure(), Contains("went away"));
-    CHECK_THAT((*sink)->failure(), Contains("went away"));
+    CHECK_THAT(rig.src->failure(), Contains("went away"));
+    CHECK_THAT(rig.sink->failure(), Contains("went away"));
     // Writes after the failure are discarded without blocking.
-    for (int i = 0; i < 20; ++i) (*sink)->write(f);
+    for (int i = 0; i < 20; ++i) rig.sink->write(f);
 }

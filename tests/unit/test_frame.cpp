@@ -423,6 +423,14 @@ TEST_CASE("frame: request, answer, receipt, typing and call reject bad fields") 
         str(pk, "v");
         pk.pack(1);
     };
+    // A call frame with op `o` and a valid id, plus `extra` more entries.
+    auto call = [&](std::string_view o, std::uint32_t extra, auto more) {
+        return pack_map(4 + extra, [&](auto& pk) {
+            header(pk, "call"), str(pk, "o"), str(pk, o);
+            str(pk, "i"), pk.pack_bin(16), pk.pack_bin_body("0123456789abcdef", 16);
+            more(pk);
+        });
+    };
     std::vector<std::pair<std::string, Bytes>> cases = {
         {"req without ts", pack_map(3, [&](auto& pk) { header(pk, "req"), str(pk, "n"), str(pk, "A"); })},
         {"req ts a string", pack_map(3, [&](auto& pk) { header(pk, "req"), str(pk, "ts"), str(pk, "1"); })},
@@ -451,49 +459,23 @@ TEST_CASE("frame: request, answer, receipt, typing and call reject bad fields") 
                                    })},
         {"typ without y", pack_map(2, [&](auto& pk) { header(pk, "typ"); })},
         {"call without id", pack_map(3, [&](auto& pk) { header(pk, "call"), str(pk, "o"), str(pk, "end"); })},
-        {"call unknown op", pack_map(4,
-                                     [&](auto& pk) {
-                                         header(pk, "call"), str(pk, "o"), str(pk, "dance");
-                                         str(pk, "i"), pk.pack_bin(16),
-                                             pk.pack_bin_body("0123456789abcdef", 16);
-                                     })},
-        {"offer without media", pack_map(4,
-                                         [&](auto& pk) {
-                                             header(pk, "call"), str(pk, "o"), str(pk, "offer");
-                                             str(pk, "i"), pk.pack_bin(16),
-                                                 pk.pack_bin_body("0123456789abcdef", 16);
-                                         })},
-        {"offer media port 0", pack_map(5,
-                                        [&](auto& pk) {
-                                            header(pk, "call"), str(pk, "o"), str(pk, "offer");
-                                            str(pk, "i"), pk.pack_bin(16),
-                                                pk.pack_bin_body("0123456789abcdef", 16);
-                                            str(pk, "m"), pk.pack_array(1), pk.pack_array(2), str(pk, ""),
-                                                pk.pack(0);
-                                        })},
-        {"offer media port too big", pack_map(5,
-                                              [&](auto& pk) {
-                                                  header(pk, "call"), str(pk, "o"), str(pk, "offer");
-                                                  str(pk, "i"), pk.pack_bin(16),
-                                                      pk.pack_bin_body("0123456789abcdef", 16);
-                                                  str(pk, "m"), pk.pack_array(1), pk.pack_array(2),
-                                                      str(pk, "::1"), pk.pack(70000);
-                                              })},
-        {"offer media not a pair", pack_map(5,
-                                            [&](auto& pk) {
-                                                header(pk, "call"), str(pk, "o"), str(pk, "offer");
-                                                str(pk, "i"), pk.pack_bin(16),
-                                                    pk.pack_bin_body("0123456789abcdef", 16);
-                                                str(pk, "m"), pk.pack_array(1), str(pk, "1.2.3.4:5");
-                                            })},
-        {"offer ip too long", pack_map(5,
-                                       [&](auto& pk) {
-                                           header(pk, "call"), str(pk, "o"), str(pk, "offer");
-                                           str(pk, "i"), pk.pack_bin(16),
-                                               pk.pack_bin_body("0123456789abcdef", 16);
-                                           str(pk, "m"), pk.pack_array(1), pk.pack_array(2),
-                                               str(pk, std::string(46, '1')), pk.pack(5);
-                                       })},
+        {"call unknown op", call("dance", 0, [](auto&) {})},
+        {"offer without media", call("offer", 0, [](auto&) {})},
+        {"offer media port 0",
+         call("offer", 1,
+              [&](auto& pk) { str(pk, "m"), pk.pack_array(1), pk.pack_array(2), str(pk, ""), pk.pack(0); })},
+        {"offer media port too big", call("offer", 1,
+                                          [&](auto& pk) {
+                                              str(pk, "m"), pk.pack_array(1), pk.pack_array(2),
+                                                  str(pk, "::1"), pk.pack(70000);
+                                          })},
+        {"offer media not a pair",
+         call("offer", 1, [&](auto& pk) { str(pk, "m"), pk.pack_array(1), str(pk, "1.2.3.4:5"); })},
+        {"offer ip too long", call("offer", 1,
+                                   [&](auto& pk) {
+                                       str(pk, "m"), pk.pack_array(1), pk.pack_array(2),
+                                           str(pk, std::string(46, '1')), pk.pack(5);
+                                   })},
     };
     for (const auto& [what, body] : cases) {
         INFO(what);

@@ -1,5 +1,7 @@
 #include "audio_compare.hpp"
 
+#include "harness.hpp"
+
 #include <sndfile.h>
 
 #include <algorithm>
@@ -374,6 +376,21 @@ std::string describe(const Comparison& c) {
         c.piecewise.max_lag_samples, c.alignment.waveform_correlation, c.segmental_snr_db, c.test_active,
         c.reference_active);
     return line;
+}
+
+void make_speech(const std::filesystem::path& out, const std::string& text, int repeats) {
+    auto raw = out;
+    raw += ".espeak.wav";
+    // Single quotes around every argument; none of ours contain one.
+    std::string cmd = "espeak-ng -s 150 -w '" + raw.string() + "' '" + text + "' && sox '" + raw.string() +
+                      "' -r 48000 -c 1 -b 16 '" + out.string() + "'";
+    if (repeats > 1) cmd += " repeat " + std::to_string(repeats - 1);
+    bool ok = text.find('\'') == std::string::npos && run_shell(cmd);
+    std::error_code ec;
+    std::filesystem::remove(raw, ec);
+    if (!ok)
+        throw std::runtime_error(
+            "cannot make speech with espeak-ng and sox (Debian packages espeak-ng, sox)");
 }
 
 }  // namespace juice::test::audio

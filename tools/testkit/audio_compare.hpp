@@ -239,4 +239,10 @@ std::string check(const Comparison& c, const Thresholds& t);
 // One line with every number of `c`, for logs and benchmark output.
 std::string describe(const Comparison& c);
 
+// Speech for call tests and benchmarks: `text` read by espeak-ng at 150
+// words/min, converted by sox to 48 kHz mono 16-bit, written to `out` and
+// repeated `repeats` times in all. Throws std::runtime_error (naming the
+// Debian packages espeak-ng and sox) when either fails.
+void make_speech(const std::filesystem::path& out, const std::string& text, int repeats = 1);
+
 }  // namespace juice::test::audio

@@ -469,4 +469,33 @@ int proc_fd_count(int pid) {
     return n;
 }
 
+nlohmann::json summarize_ms(std::vector<double> v) {
+    if (v.empty()) return {{"n", 0}};
+    std::sort(v.begin(), v.end());
+    auto pct = [&](double p) {
+        return v[std::min(v.size() - 1,
+                          static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5))];
+    };
+    double sum = 0;
+    for (double x : v) sum += x;
+    return {{"n", v.size()},       {"p50_ms", pct(0.5)}, {"p95_ms", pct(0.95)},
+            {"p99_ms", pct(0.99)}, {"max_ms", v.back()}, {"mean_ms", sum / static_cast<double>(v.size())}};
+}
+
+bool run_shell(const std::string& cmd) {
+    int rc = std::system(cmd.c_str());
+    return rc != -1 && WIFEXITED(rc) && WEXITSTATUS(rc) == 0;
+}
+
+std::string shell_output(const std::string& cmd) {
+    std::string out;
+    if (FILE* f = ::popen(cmd.c_str(), "r")) {
+        char buf[4096];
+        std::size_t n;
+        while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+        ::pclose(f);
+    }
+    return out;
+}
+
 }  // namespace juice::test

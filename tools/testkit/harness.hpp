@@ -196,6 +196,16 @@ private:
 long proc_rss_kib(int pid);
 int proc_fd_count(int pid);
 
+// Latencies in ms -> {n, p50_ms, p95_ms, p99_ms, max_ms, mean_ms} (just
+// {n: 0} when empty), as the benchmarks print them.
+nlohmann::json summarize_ms(std::vector<double> v);
+
+// `sh -c cmd`: true on exit status 0. For tools the tests drive (sox,
+// espeak-ng, tshark); quote arguments yourself.
+bool run_shell(const std::string& cmd);
+// `sh -c cmd`'s standard output (empty if it cannot run).
+std::string shell_output(const std::string& cmd);
+
 // Path of the juiced binary: $JUICED, else the build's JUICED_PATH.
 std::string juiced_path();
 

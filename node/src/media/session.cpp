@@ -242,6 +242,7 @@ struct MediaSession::Impl {
                       remote.port()};
         socket.non_blocking(true);
         started = true;
+        snapshot.remote = remote.address().to_string() + ":" + std::to_string(remote.port());
         publish_stats();
         thread = std::thread([this] {
             next_tick = steady_clock::now();
@@ -515,7 +516,6 @@ struct MediaSession::Impl {
             s.jitter_ms = rx.jitter() / 48.0;
         }
         s.ms_since_rx = have_peer ? duration_cast<milliseconds>(steady_clock::now() - last_rx).count() : -1;
-        s.remote = remote.address().to_string() + ":" + std::to_string(remote.port());
         s.source_ended = source_ended;
         s.audio_failure = !src_fail.empty() ? src_fail : sink_fail;
     }
