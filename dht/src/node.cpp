@@ -13,6 +13,7 @@
 #include "juice/dht/node.hpp"
 
 #include "put_guard.hpp"
+#include "rate_limit.hpp"
 
 #include "node_cache.hpp"
 #include "sealed_internal.hpp"
@@ -50,6 +51,26 @@ namespace odht = ::dht;
 namespace fs = std::filesystem;
 
 using PacketFilter = std::function<bool(std::span<const std::uint8_t>, const std::string&)>;
+
+// Datagrams and UDP payload bytes through the DHT socket (DhtInfo).
+struct Traffic {
+    std::atomic<std::uint64_t> packets_in{0}, bytes_in{0};
+    std::atomic<std::uint64_t> packets_out{0}, bytes_out{0};
+    std::atomic<std::uint64_t> rate_limited{0};
+};
+
+// The raw address bytes of `a` (the rate limiter's key).
+std::string_view ip_bytes(const odht::SockAddr& a) {
+    if (a.getFamily() == AF_INET) {
+        const auto& in = a.getIPv4().sin_addr;
+        return {reinterpret_cast<const char*>(&in), sizeof in};
+    }
+    if (a.getFamily() == AF_INET6) {
+        const auto& in6 = a.getIPv6().sin6_addr;
+        return {reinterpret_cast<const char*>(&in6), sizeof in6};
+    }
+    return {};
+}
 
 std::shared_ptr<spdlog::logger> dht_logger() {
     if (auto l = spdlog::get("dht")) return l;
@@ -99,8 +120,13 @@ public:
     // be bound. OpenDHT 2.4.12's listen() returns 0 (silently fails) unless
     // both families run; with this, a host without IPv6 still gets working
     // listens over IPv4 (IPv6 sends just fail with EAFNOSUPPORT).
-    FilteredSocket(std::unique_ptr<odht::net::UdpSocket> inner, PacketFilter filter, bool fake_ipv6)
-        : m_filter(std::move(filter)), m_fake_ipv6(fake_ipv6), m_inner(std::move(inner)) {
+    FilteredSocket(std::unique_ptr<odht::net::UdpSocket> inner, PacketFilter filter, bool fake_ipv6,
+                   std::shared_ptr<Traffic> traffic, std::uint32_t max_packets_per_ip)
+        : m_filter(std::move(filter)),
+          m_fake_ipv6(fake_ipv6),
+          m_traffic(std::move(traffic)),
+          m_limiter(max_packets_per_ip),
+          m_inner(std::move(inner)) {
         m_inner->setOnReceive(
             [this](odht::net::PacketList&& pkts) { return on_inner_receive(std::move(pkts)); });
     }
@@ -112,7 +138,12 @@ public:
 
     int sendTo(const odht::SockAddr& dest, const std::uint8_t* data, std::size_t size,
                bool replied) override {
-        return m_inner->sendTo(dest, data, size, replied);
+        int err = m_inner->sendTo(dest, data, size, replied);
+        if (err == 0) {
+            m_traffic->packets_out.fetch_add(1, std::memory_order_relaxed);
+            m_traffic->bytes_out.fetch_add(size, std::memory_order_relaxed);
+        }
+        return err;
     }
     bool hasIPv4() const override { return m_inner->hasIPv4(); }
     bool hasIPv6() const override { return m_fake_ipv6 || m_inner->hasIPv6(); }
@@ -126,22 +157,29 @@ private:
     // this object's recycle list (onReceived/getNewPacket), as in UdpSocket.
     odht::net::PacketList on_inner_receive(odht::net::PacketList&& pkts) {
         odht::net::PacketList dropped;
-        if (m_filter) {
-            for (auto it = pkts.begin(); it != pkts.end();) {
-                bool keep = false;
+        const auto now = PeerRateLimiter::Clock::now();
+        for (const auto& p : pkts) {
+            m_traffic->packets_in.fetch_add(1, std::memory_order_relaxed);
+            m_traffic->bytes_in.fetch_add(p.data.size(), std::memory_order_relaxed);
+        }
+        for (auto it = pkts.begin(); it != pkts.end();) {
+            bool keep = m_limiter.allow(ip_bytes(it->from), now);
+            if (!keep) m_traffic->rate_limited.fetch_add(1, std::memory_order_relaxed);
+            if (keep && m_filter) {
                 try {
                     keep = m_filter(std::span<const std::uint8_t>(it->data.data(), it->data.size()),
                                     it->from.toString());
                 } catch (const std::exception& e) {
+                    keep = false;
                     dht_logger()->warn("packet filter threw ({}); dropping packet", e.what());
                 }
-                auto next = std::next(it);
-                if (!keep) {
-                    it->data.clear();
-                    dropped.splice(dropped.end(), pkts, it);
-                }
-                it = next;
             }
+            auto next = std::next(it);
+            if (!keep) {
+                it->data.clear();
+                dropped.splice(dropped.end(), pkts, it);
+            }
+            it = next;
         }
         const std::size_t passed = pkts.size();
         if (passed) onReceived(std::move(pkts));
@@ -153,6 +191,8 @@ private:
 
     PacketFilter m_filter;
     bool m_fake_ipv6;
+    std::shared_ptr<Traffic> m_traffic;
+    PeerRateLimiter m_limiter;  // receive thread only
     std::unique_ptr<odht::net::UdpSocket> m_inner;
 };
 
@@ -502,6 +542,7 @@ struct DhtNode::Impl {
     std::shared_ptr<std::function<void()>> inbox_round;  // opens queued values (loop)
     std::function<bool(const std::vector<std::shared_ptr<odht::Value>>&, bool)> inbox_cb;
     std::shared_ptr<PutGuard> guard = std::make_shared<PutGuard>();
+    std::shared_ptr<Traffic> traffic = std::make_shared<Traffic>();
 
     Result<void> start(const crypto::Identity* identity);
     // `run_threw` tells a failure of DhtRunner::run (e.g. LAN discovery could
@@ -523,10 +564,20 @@ Result<void> DhtNode::Impl::run_runner(const odht::crypto::Identity& id, bool la
         a.setPort(p);
         return a;
     };
+    odht::SockAddr addr4 = make_addr(AF_INET, opts.port);
+    if (!opts.bind4.empty()) {
+        in_addr in{};
+        if (inet_pton(AF_INET, opts.bind4.c_str(), &in) != 1)
+            return make_error(errc::start_failed, "not an IPv4 address to bind the DHT to: " + opts.bind4);
+        sockaddr_in sin{};
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons(opts.port);
+        sin.sin_addr = in;
+        addr4 = odht::SockAddr(reinterpret_cast<const sockaddr*>(&sin), sizeof sin);
+    }
     std::unique_ptr<odht::net::UdpSocket> udp;
     try {
-        udp = std::make_unique<odht::net::UdpSocket>(make_addr(AF_INET, opts.port),
-                                                     make_addr(AF_INET6, opts.port), ologger);
+        udp = std::make_unique<odht::net::UdpSocket>(addr4, make_addr(AF_INET6, opts.port), ologger);
         if (!udp->hasIPv4()) {
             return make_error(errc::start_failed, "could not bind UDP port " + std::to_string(opts.port) +
                                                       " on IPv4: is another program using it? Choose another "
@@ -536,8 +587,7 @@ Result<void> DhtNode::Impl::run_runner(const odht::crypto::Identity& id, bool la
             // UdpSocket only retries IPv6 on another port when asked for port 0.
             log->warn("could not bind [::]:{}; using another UDP port for IPv6", opts.port);
             udp.reset();
-            udp = std::make_unique<odht::net::UdpSocket>(make_addr(AF_INET, opts.port),
-                                                         make_addr(AF_INET6, 0), ologger);
+            udp = std::make_unique<odht::net::UdpSocket>(addr4, make_addr(AF_INET6, 0), ologger);
         }
     } catch (const std::exception& e) {
         return make_error(errc::start_failed, "could not bind UDP port " + std::to_string(opts.port) + ": " +
@@ -563,10 +613,14 @@ Result<void> DhtNode::Impl::run_runner(const odht::crypto::Identity& id, bool la
         }
         return user ? user(data, from) : true;
     };
-    auto sock = std::make_unique<FilteredSocket>(std::move(udp), std::move(filter), fake_ipv6);
+    auto sock = std::make_unique<FilteredSocket>(std::move(udp), std::move(filter), fake_ipv6, traffic,
+                                                 opts.max_packets_per_ip);
 
     odht::DhtRunner::Config config;
     config.dht_config.node_config.network = opts.network;
+    config.dht_config.node_config.public_stable = opts.stable_listens;
+    config.dht_config.node_config.max_req_per_sec = opts.max_requests_per_s;
+    config.dht_config.node_config.max_peer_req_per_sec = opts.max_peer_requests_per_s;
     config.dht_config.id = id;
     config.threaded = true;
     config.peer_discovery = lan;
@@ -1037,6 +1091,11 @@ DhtInfo DhtNode::info() const {
     }
     info.port = d.port;
     info.puts_refused = d.guard->dropped();
+    info.packets_in = d.traffic->packets_in.load(std::memory_order_relaxed);
+    info.bytes_in = d.traffic->bytes_in.load(std::memory_order_relaxed);
+    info.packets_out = d.traffic->packets_out.load(std::memory_order_relaxed);
+    info.bytes_out = d.traffic->bytes_out.load(std::memory_order_relaxed);
+    info.packets_rate_limited = d.traffic->rate_limited.load(std::memory_order_relaxed);
     if (d.inbox) {
         std::lock_guard lk(d.inbox->mtx);
         info.inbox_backlog = d.inbox->queue.size();
@@ -1052,8 +1111,15 @@ DhtInfo DhtNode::info() const {
     try {
         // Synchronous getters: they take the runner's lock, so they are only
         // ever called from the caller's thread, never from an OpenDHT callback.
-        info.nodes =
-            d.runner->getNodesStats(AF_INET).good_nodes + d.runner->getNodesStats(AF_INET6).good_nodes;
+        auto s4n = d.runner->getNodesStats(AF_INET), s6n = d.runner->getNodesStats(AF_INET6);
+        info.nodes = s4n.good_nodes + s6n.good_nodes;
+        info.dubious_nodes = s4n.dubious_nodes + s6n.dubious_nodes;
+        info.searches = s4n.searches + s6n.searches;
+        info.network_size_estimate = std::max(s4n.good_nodes ? s4n.getNetworkSizeEstimation() : 0UL,
+                                              s6n.good_nodes ? s6n.getNetworkSizeEstimation() : 0UL);
+        auto store = d.runner->getStoreSize();
+        info.stored_bytes = store.first;
+        info.stored_values = store.second;
         // Most-reported first. OpenDHT 2.4.12 peers report only the IP (the
         // "sa" field carries no port), so this is normally a bare IP.
         auto pub = d.runner->getPublicAddress();

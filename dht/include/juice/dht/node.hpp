@@ -59,6 +59,17 @@ struct DhtInfo {
     std::uint64_t puts_refused = 0;   // packets dropped by the put guard (would have crashed OpenDHT)
     std::size_t inbox_backlog = 0;    // inbox values waiting to be opened
     std::uint64_t inbox_dropped = 0;  // inbox values not queued (queue full); a later fetch brings them back
+    // Traffic on the DHT's UDP socket since start (every datagram, before any
+    // filter; UDP payload bytes).
+    std::uint64_t packets_in = 0, bytes_in = 0;
+    std::uint64_t packets_out = 0, bytes_out = 0;
+    std::uint64_t packets_rate_limited = 0;  // dropped by Options::max_packets_per_ip
+    // Routing and storage, as OpenDHT counts them (v4 + v6).
+    std::size_t dubious_nodes = 0;
+    std::size_t searches = 0;       // searches OpenDHT keeps (gets, puts, listens)
+    std::size_t stored_values = 0;  // values this node stores for the network
+    std::size_t stored_bytes = 0;
+    std::size_t network_size_estimate = 0;  // from the routing table's depth (rough)
 };
 
 class DhtNode {
@@ -71,7 +82,21 @@ public:
         std::vector<std::string> bootstrap;  // "host:port" (IPv6 as "[::1]:port")
         bool lan_discovery = true;           // OpenDHT multicast peer discovery
         std::filesystem::path node_cache;    // routing table persisted here ("" = none)
-        Post post;                           // required: runs callbacks on the caller's loop
+        std::string bind4;                   // IPv4 address to bind ("" = any); IPv6 binds any
+        // OpenDHT's public_stable: listens are refreshed every 4 min 50 s
+        // instead of every 20 s (storing nodes keep a listen 10 minutes,
+        // stock ones included), and a failed search does not count as a
+        // connectivity change. The main lever on idle traffic per buddy.
+        bool stable_listens = true;
+        // Drop datagrams from an IP address above this rate (a token bucket
+        // per address, burst = 2 s worth), before OpenDHT parses them.
+        // 0 = no limit. Counted in DhtInfo::packets_rate_limited.
+        std::uint32_t max_packets_per_ip = 0;
+        // OpenDHT's request rate limits (requests/s, global and per IP);
+        // 0 = OpenDHT's defaults (8192 and 1024), -1 = none.
+        std::int64_t max_requests_per_s = 0;
+        std::int64_t max_peer_requests_per_s = 0;
+        Post post;  // required: runs callbacks on the caller's loop
         // Called on an OpenDHT thread for every received datagram before
         // OpenDHT parses it; return false to drop it. Empty = accept all.
         std::function<bool(std::span<const std::uint8_t>, const std::string& from)> packet_filter;
