@@ -437,9 +437,61 @@ int cmd_name(Ctx& ctx, const std::string& name) {
     return k_exit_ok;
 }
 
+std::string human_bytes(double b) {
+    if (b < 1024) return fmt::format("{:.0f} B", b);
+    if (b < 1024 * 1024) return fmt::format("{:.1f} KiB", b / 1024);
+    if (b < 1024.0 * 1024 * 1024) return fmt::format("{:.1f} MiB", b / (1024 * 1024));
+    return fmt::format("{:.2f} GiB", b / (1024.0 * 1024 * 1024));
+}
+
+double field_d(const json& j, const char* key) {
+    auto it = j.find(key);
+    return it != j.end() && it->is_number() ? it->get<double>() : 0.0;
+}
+
+// The operator's view: DHT routing, storage, traffic and limits. Works on a
+// user daemon and on a bootstrap node alike.
+int print_stats(const json& info) {
+    const json dht = info.value("dht", json::object());
+    std::string mode = field(info, "mode", "user");
+    fmt::print("juiced {} ({}), up {}, {} resident\n", field(info, "version", "?"),
+               mode == "bootstrap" ? "bootstrap node" : "user daemon", duration(field_ll(info, "uptime_s")),
+               human_bytes(field_d(info, "rss_bytes")));
+    if (!field(info, "node_id").empty()) fmt::print("node id:     {}\n", field(info, "node_id"));
+    fmt::print("dht:         {}, network {}, udp port {}\n", field(dht, "state", "?"),
+               field(dht, "network", "?"), field(dht, "port", "?"));
+    fmt::print("routing:     {} good nodes, {} dubious, network of ~{} nodes, {} searches\n",
+               field(dht, "nodes", "0"), field(dht, "dubious_nodes", "0"),
+               field(dht, "network_size_estimate", "0"), field(dht, "searches", "0"));
+    fmt::print("storage:     {} values, {}\n", field(dht, "stored_values", "0"),
+               human_bytes(field_d(dht, "stored_bytes")));
+    fmt::print("traffic in:  {:.1f} packets/s, {}/s ({} packets, {} since start)\n",
+               field_d(dht, "packets_in_per_s"), human_bytes(field_d(dht, "bytes_in_per_s")),
+               field(dht, "packets_in", "0"), human_bytes(field_d(dht, "bytes_in")));
+    fmt::print("traffic out: {:.1f} packets/s, {}/s ({} packets, {} since start)\n",
+               field_d(dht, "packets_out_per_s"), human_bytes(field_d(dht, "bytes_out_per_s")),
+               field(dht, "packets_out", "0"), human_bytes(field_d(dht, "bytes_out")));
+    fmt::print("dropped:     {} rate-limited, {} crash puts refused\n",
+               field(dht, "packets_rate_limited", "0"), field(dht, "puts_refused", "0"));
+    if (auto l = info.find("limits"); l != info.end() && l->is_object())
+        fmt::print(
+            "limits:      {} packets/s per IP (0 = none), OpenDHT requests/s {} global, {} per IP (0 = "
+            "its default)\n",
+            field(*l, "max_packets_per_ip", "0"), field(*l, "max_requests_per_s", "0"),
+            field(*l, "max_peer_requests_per_s", "0"));
+    return k_exit_ok;
+}
+
+int cmd_stats(Ctx& ctx) {
+    json info = ctx.call("node.info");
+    if (ctx.json_out) return print_json(info), k_exit_ok;
+    return print_stats(info);
+}
+
 int cmd_info(Ctx& ctx) {
     json info = ctx.call("node.info");
     if (ctx.json_out) return print_json(info), k_exit_ok;
+    if (field(info, "mode") == "bootstrap") return print_stats(info);
     ctx.load_names();
     fmt::print("juiced {}, up {}\n", field(info, "version", "?"), duration(field_ll(info, "uptime_s")));
     const json dht = info.value("dht", json::object());
@@ -985,6 +1037,8 @@ int main(int argc, char** argv) {
 
     on(app.add_subcommand("info", "show the daemon's version, DHT state, uptime, clients and links"),
        [&] { return cmd_info(ctx); });
+    on(app.add_subcommand("stats", "show DHT routing, storage and traffic stats (also for a bootstrap node)"),
+       [&] { return cmd_stats(ctx); });
 
     std::string status;
     std::vector<std::string> note;

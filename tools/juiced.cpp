@@ -1,5 +1,7 @@
 // juiced: the juice daemon. Parses flags, loads or creates the identity, and
-// runs node::Daemon until SIGINT/SIGTERM or daemon.shutdown.
+// runs node::Daemon until SIGINT/SIGTERM or daemon.shutdown. With
+// --bootstrap-node it runs node::BootstrapNode instead: no identity, only a
+// DHT node for others to join through (docs/OPERATORS.md).
 //
 // Exit codes: 0 clean shutdown; 1 runtime failure (port in use, database
 // damaged, ...); 2 bad flags; 3 identity problem (no passphrase, wrong
@@ -7,6 +9,7 @@
 #include "juice/crypto/errors.hpp"
 #include "juice/crypto/identity.hpp"
 #include "juice/node/api.hpp"
+#include "juice/node/bootstrap.hpp"
 #include "juice/node/daemon.hpp"
 
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -159,6 +162,38 @@ std::optional<Identity> load_or_create(const std::filesystem::path& dir, const P
     return *id;
 }
 
+int run_bootstrap_node(const CLI::App& app, const juice::node::Config& cfg, const std::string& data_dir,
+                       std::uint32_t rate_limit_ip, std::int64_t max_requests, std::int64_t max_peer_requests,
+                       std::uint16_t dht_port) {
+    for (const char* user_only :
+         {"--name", "--key-bits", "--passphrase-file", "--no-passphrase", "--link-port", "--link-bind",
+          "--sync", "--inbox-refresh", "--no-voice", "--audio", "--audio-in", "--audio-out", "--media-port",
+          "--media-announce", "--call-bitrate", "--ring-timeout"})
+        if (app.count(user_only))
+            spdlog::warn("{} is ignored with --bootstrap-node (a bootstrap node has no identity or contacts)",
+                         user_only);
+    juice::node::BootstrapConfig b;
+    b.data_dir = data_dir;
+    if (app.count("--api-socket")) b.api_socket = app.get_option("--api-socket")->as<std::string>();
+    if (app.count("--port")) b.dht_port = dht_port;
+    b.network = cfg.network;
+    b.bootstrap = cfg.bootstrap;
+    if (b.bootstrap.empty() && cfg.network == 0) b.bootstrap.push_back(juice::node::k_default_bootstrap);
+    b.lan_discovery = false;  // a server has no LAN peers worth finding
+    if (app.count("--rate-limit-ip")) b.max_packets_per_ip = rate_limit_ip;
+    b.max_requests_per_s = max_requests;
+    b.max_peer_requests_per_s = max_peer_requests;
+    b.metrics_port = cfg.metrics_port;
+    b.metrics_bind = cfg.metrics_bind;
+    juice::node::BootstrapNode node(std::move(b));
+    if (auto r = node.start(); !r) {
+        std::cerr << "juiced: " << r.error().what() << "\n";
+        return k_exit_runtime;
+    }
+    node.run();
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -176,6 +211,9 @@ int main(int argc, char** argv) {
     unsigned inbox_refresh_s = 240;
     bool no_voice = false;
     unsigned ring_timeout_s = 45;
+    bool bootstrap_node = false;
+    std::uint32_t rate_limit_ip = 0;
+    std::int64_t max_requests = 0, max_peer_requests = 0;
 
     app.set_version_flag("--version", std::string("juiced ") + juice::node::k_version);
     app.add_option("--data-dir", data_dir, "identity, database and node cache")->capture_default_str();
@@ -187,6 +225,26 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--bootstrap", cfg.bootstrap, "HOST:PORT of a DHT node to join through (repeatable)");
     app.add_flag("--no-lan-discovery", no_lan, "do not look for DHT nodes on the LAN by multicast");
+    app.add_flag("--bootstrap-node", bootstrap_node,
+                 "run a bootstrap node for others to join through: no identity, no contacts; UDP port 4222 "
+                 "unless --port; API at " +
+                     juice::node::default_bootstrap_socket_path().string() + " unless --api-socket");
+    app.add_option("--rate-limit-ip", rate_limit_ip,
+                   "drop DHT datagrams from one IP above this many per second (0 = no limit; bootstrap node "
+                   "default 200)");
+    app.add_option("--max-requests", max_requests,
+                   "bootstrap node: OpenDHT's request limit per second (0 = its default 8192, -1 = none)")
+        ->check(CLI::Range(std::int64_t{-1}, std::int64_t{1} << 30));
+    app.add_option(
+           "--max-peer-requests", max_peer_requests,
+           "bootstrap node: OpenDHT's request limit per second per IP (0 = its default 1024, -1 = none)")
+        ->check(CLI::Range(std::int64_t{-1}, std::int64_t{1} << 30));
+    app.add_option("--metrics-port", cfg.metrics_port,
+                   "serve Prometheus metrics at http://127.0.0.1:PORT/metrics (0 = off)")
+        ->capture_default_str();
+    app.add_option("--metrics-bind", cfg.metrics_bind,
+                   "address for --metrics-port (keep it on loopback unless a firewall guards it)")
+        ->capture_default_str();
     app.add_option("--key-bits", key_bits, "RSA key size for a new identity")
         ->check(CLI::Range(2048u, 8192u))
         ->capture_default_str();
@@ -236,8 +294,13 @@ int main(int argc, char** argv) {
     spdlog::set_level(spdlog::level::from_str(log_level));
     spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
 
+    if (bootstrap_node)
+        return run_bootstrap_node(app, cfg, data_dir, rate_limit_ip, max_requests, max_peer_requests,
+                                  dht_port);
+
     cfg.data_dir = data_dir;
     cfg.api_socket = api_socket;
+    cfg.max_packets_per_ip = rate_limit_ip;
     cfg.dht_port = dht_port;
     cfg.link_port = link_port;
     cfg.lan_discovery = !no_lan;

@@ -619,6 +619,8 @@ Result<void> DhtNode::Impl::run_runner(const odht::crypto::Identity& id, bool la
     odht::DhtRunner::Config config;
     config.dht_config.node_config.network = opts.network;
     config.dht_config.node_config.public_stable = opts.stable_listens;
+    if (opts.node_id.size() == odht::InfoHash::size())
+        config.dht_config.node_config.node_id = odht::InfoHash(opts.node_id.data(), opts.node_id.size());
     config.dht_config.node_config.max_req_per_sec = opts.max_requests_per_s;
     config.dht_config.node_config.max_peer_req_per_sec = opts.max_peer_requests_per_s;
     config.dht_config.id = id;
@@ -1117,6 +1119,7 @@ DhtInfo DhtNode::info() const {
         info.searches = s4n.searches + s6n.searches;
         info.network_size_estimate = std::max(s4n.good_nodes ? s4n.getNetworkSizeEstimation() : 0UL,
                                               s6n.good_nodes ? s6n.getNetworkSizeEstimation() : 0UL);
+        info.node_id = d.runner->getNodeId().toString();
         auto store = d.runner->getStoreSize();
         info.stored_bytes = store.first;
         info.stored_values = store.second;

@@ -13,8 +13,10 @@
 #include "juice/node/api.hpp"
 #include "juice/node/frame.hpp"
 #include "juice/node/inbox.hpp"
+#include "juice/node/metrics.hpp"
 #include "juice/node/store.hpp"
 #include "link.hpp"
+#include "node_common.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -151,6 +153,8 @@ struct Daemon::Impl {
     unsigned state_ticks = 0;
     static constexpr unsigned k_republish_ticks = 120;  // seconds between fresh records
     bool stopping = false;
+    RateMeter dht_rates;
+    std::unique_ptr<MetricsServer> metrics;
     int lock_fd = -1;  // flock on data_dir/juiced.lock, held for the daemon's life
     std::vector<std::shared_ptr<Link>> closing_links;  // byes in flight at shutdown
     steady_clock::time_point shutdown_deadline;
@@ -194,6 +198,7 @@ struct Daemon::Impl {
         if (dopt.bootstrap.empty() && cfg.network == 0) dopt.bootstrap.push_back(k_default_bootstrap);
         dopt.lan_discovery = cfg.lan_discovery;
         dopt.node_cache = cfg.data_dir / "dht-nodes.bin";
+        dopt.max_packets_per_ip = cfg.max_packets_per_ip;
         dopt.post = [this](std::function<void()> f) { asio::post(io, std::move(f)); };
         dopt.on_key = [this](const UserId& id, const Bytes& der) { on_key(id, der); };
         dht = std::make_unique<dht::DhtNode>(std::move(dopt));
@@ -207,6 +212,12 @@ struct Daemon::Impl {
         }
         dht->watch_inbox([this](const UserId& from, Bytes payload) { on_inbox_item(from, payload); });
         schedule_inbox_refresh();
+
+        if (cfg.metrics_port) {
+            metrics = std::make_unique<MetricsServer>(io, [this] { return daemon_metrics(); });
+            if (auto r = metrics->start(cfg.metrics_bind, cfg.metrics_port); !r) return r;
+            spdlog::info("metrics at http://{}:{}/metrics", cfg.metrics_bind, metrics->port());
+        }
 
         publish_presence();
         watch_dht_state();
@@ -224,23 +235,9 @@ struct Daemon::Impl {
     // identity's presence record. The lock goes away with the process, so a
     // crash never leaves a stale lock behind.
     Result<void> lock_data_dir() {
-        std::error_code ec;
-        std::filesystem::create_directories(cfg.data_dir, ec);
-        auto path = cfg.data_dir / "juiced.lock";
-        lock_fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        if (lock_fd < 0)
-            return make_error(std::errc::io_error,
-                              "cannot open " + path.string() + ": " + std::strerror(errno));
-        if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
-            char pid[32] = {};
-            (void)!::pread(lock_fd, pid, sizeof pid - 1, 0);
-            return make_error(std::errc::resource_unavailable_try_again,
-                              "another juiced (pid " + std::string(pid) + ") is already using " +
-                                  cfg.data_dir.string() + "; stop it first, or use another --data-dir");
-        }
-        auto me = std::to_string(::getpid());
-        (void)!::ftruncate(lock_fd, 0);
-        (void)!::pwrite(lock_fd, me.data(), me.size(), 0);
+        auto fd = node::lock_data_dir(cfg.data_dir, "juiced.lock", "juiced");
+        if (!fd) return fd.error();
+        lock_fd = *fd;
         return {};
     }
 
@@ -1307,16 +1304,19 @@ struct Daemon::Impl {
                  {"online", p.online()}});
     }
 
-    json dht_json() const {
-        auto i = dht->info();
-        return {{"state", i.state},
-                {"nodes", i.nodes},
-                {"network", i.network},
-                {"port", i.port},
-                {"public_addr", i.public_addr},
-                {"puts_refused", i.puts_refused},
-                {"inbox_backlog", i.inbox_backlog},
-                {"inbox_dropped", i.inbox_dropped}};
+    json dht_json() const { return node::dht_json(dht->info(), dht_rates.rates()); }
+
+    std::vector<Metric> daemon_metrics() const {
+        auto m = dht_metrics(dht->info(), duration<double>(steady_clock::now() - started).count());
+        std::size_t linked = 0;
+        for (const auto& [id, p] : peers) linked += p.link ? 1 : 0;
+        m.push_back({"juice_contacts", "contacts (each one DHT listen)", Metric::Type::gauge,
+                     static_cast<double>(peers.size())});
+        m.push_back(
+            {"juice_links", "contacts linked right now", Metric::Type::gauge, static_cast<double>(linked)});
+        m.push_back({"juice_api_clients", "connected API clients", Metric::Type::gauge,
+                     static_cast<double>(api->client_count())});
+        return m;
     }
 
     void watch_dht_state() {
@@ -1329,6 +1329,7 @@ struct Daemon::Impl {
             // stale one (and re-announces it ourselves).
             if (++state_ticks % k_republish_ticks == 0) publish_presence();
             dht->tick();
+            dht_rates.sample(dht->info(), steady_clock::now());
             calls->tick();
             resume_outboxes();
             auto info = dht->info();
@@ -1431,7 +1432,9 @@ struct Daemon::Impl {
                                      {"direction", p.link->outgoing() ? "outgoing" : "incoming"},
                                      {"remote", p.link->remote_endpoint()}});
             r.result({{"version", k_version},
+                      {"mode", "user"},
                       {"id", self.hex()},
+                      {"rss_bytes", process_rss_bytes()},
                       {"dht", dht_json()},
                       {"link_port", link_port},
                       {"uptime_s", duration_cast<seconds>(steady_clock::now() - started).count()},
@@ -1802,6 +1805,7 @@ struct Daemon::Impl {
         state_timer.cancel();
         inbox_timer.cancel();
         accept_retry.cancel();
+        if (metrics) metrics->stop();
         if (calls) calls->shutdown();
         std::vector<std::shared_ptr<Link>> closing;
         for (auto& [id, p] : peers) {

@@ -174,15 +174,16 @@ std::uint64_t random_network_id() {
     return 1000 + (static_cast<std::uint64_t>(rd()) % 1000000000u);
 }
 
-DhtBootstrap::DhtBootstrap(std::uint64_t network, const fs::path& dir) : m_network(network) {
+DhtBootstrap::DhtBootstrap(std::uint64_t network, const fs::path& dir, std::vector<std::string> extra_args)
+    : m_network(network) {
     // A stock dhtnode in console mode, stdin kept open so tests can type
     // commands (e.g. "g KEY"); it exits when stdin closes.
     for (int attempt = 0; attempt < 5; ++attempt) {
         m_port = free_udp_port();
         auto log = dir / ("dhtnode-" + std::to_string(m_port) + ".log");
-        m_proc = std::make_unique<Process>(
-            "dhtnode", std::vector<std::string>{"-n", std::to_string(network), "-p", std::to_string(m_port)},
-            log, std::map<std::string, std::string>{}, true);
+        std::vector<std::string> args{"-n", std::to_string(network), "-p", std::to_string(m_port)};
+        args.insert(args.end(), extra_args.begin(), extra_args.end());
+        m_proc = std::make_unique<Process>("dhtnode", args, log, std::map<std::string, std::string>{}, true);
         bool up = wait_until(
             [&] { return m_proc->log().find("running on port") != std::string::npos || !m_proc->running(); },
             10s);
@@ -220,6 +221,81 @@ Juiced::Juiced(std::string name, const fs::path& root, const DhtBootstrap& boots
       m_network(bootstrap.network()),
       m_extra(std::move(extra_args)) {
     fs::create_directories(m_dir);
+}
+
+Juiced::Juiced(std::string name, const fs::path& root, std::string bootstrap, std::uint64_t network,
+               std::vector<std::string> extra_args)
+    : m_name(std::move(name)),
+      m_dir(root / m_name),
+      m_bootstrap(std::move(bootstrap)),
+      m_network(network),
+      m_extra(std::move(extra_args)) {
+    fs::create_directories(m_dir);
+}
+
+JuicedBootstrap::JuicedBootstrap(const fs::path& dir, std::uint64_t network, std::string bootstrap_addr,
+                                 std::vector<std::string> extra)
+    : extra_args(std::move(extra)),
+      bootstrap(std::move(bootstrap_addr)),
+      m_dir(dir),
+      m_network(network),
+      m_port(free_udp_port()) {
+    fs::create_directories(m_dir);
+}
+
+JuicedBootstrap::~JuicedBootstrap() {
+    m_client.reset();
+    if (m_proc && m_proc->running()) {
+        m_proc->signal(SIGTERM);
+        m_proc->wait(5s);
+    }
+}
+
+bool JuicedBootstrap::start(std::chrono::milliseconds timeout) {
+    m_client.reset();
+    std::vector<std::string> args{"--bootstrap-node",
+                                  "--data-dir",
+                                  m_dir.string(),
+                                  "--api-socket",
+                                  socket().string(),
+                                  "--network",
+                                  std::to_string(m_network),
+                                  "--port",
+                                  std::to_string(m_port),
+                                  "--log-level",
+                                  "debug"};
+    if (!bootstrap.empty()) args.insert(args.end(), {"--bootstrap", bootstrap});
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    m_proc = std::make_unique<Process>(juiced_path(), args, m_dir / "bootstrap.log");
+    bool up = wait_until(
+        [&] {
+            if (!m_proc->running()) return true;
+            auto c = node::api::ApiClient::connect(socket(), 200ms);
+            if (!c) return false;
+            auto r = c->call("node.info", nlohmann::json::object(), 2s);
+            if (!r || !r->ok()) return false;
+            m_client = std::make_unique<node::api::ApiClient>(std::move(*c));
+            return true;
+        },
+        timeout, 50ms);
+    return up && m_proc->running() && m_client;
+}
+
+int JuicedBootstrap::stop(std::chrono::milliseconds timeout) {
+    m_client.reset();
+    if (!m_proc) return -1;
+    m_proc->signal(SIGTERM);
+    return m_proc->wait(timeout);
+}
+
+nlohmann::json JuicedBootstrap::call(const std::string& method, const nlohmann::json& params) {
+    if (!m_client) throw std::runtime_error("the bootstrap node is not running");
+    auto r = m_client->call(method, params, 10s);
+    if (!r) throw std::runtime_error("bootstrap node " + method + ": " + r.error().what());
+    if (!r->ok())
+        throw std::runtime_error("bootstrap node " + method + ": " + r->error->message + " (" +
+                                 r->error->reason + ")");
+    return r->result;
 }
 
 Juiced::~Juiced() {

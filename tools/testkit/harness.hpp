@@ -77,7 +77,10 @@ int free_tcp_port();
 // only bootstrap. Started in the constructor; waits until it answers.
 class DhtBootstrap {
 public:
-    explicit DhtBootstrap(std::uint64_t network, const std::filesystem::path& dir);
+    // `extra_args` go to dhtnode as they are (e.g. {"-b", "127.0.0.1:4222"}
+    // to join an existing node).
+    explicit DhtBootstrap(std::uint64_t network, const std::filesystem::path& dir,
+                          std::vector<std::string> extra_args = {});
     ~DhtBootstrap();
     int port() const { return m_port; }
     std::string address() const { return "127.0.0.1:" + std::to_string(m_port); }
@@ -90,6 +93,36 @@ private:
     std::unique_ptr<Process> m_proc;
 };
 
+// A real `juiced --bootstrap-node` on loopback: no identity, its own data
+// dir (routing table, node id), API socket <dir>/bootstrap.sock. start()
+// waits until the API answers node.info; stop() sends SIGTERM and returns
+// the exit code. `bootstrap` ("" = none) is a node to join through.
+class JuicedBootstrap {
+public:
+    JuicedBootstrap(const std::filesystem::path& dir, std::uint64_t network, std::string bootstrap = {},
+                    std::vector<std::string> extra_args = {});
+    ~JuicedBootstrap();
+    bool start(std::chrono::milliseconds timeout = 20s);
+    int stop(std::chrono::milliseconds timeout = 10s);
+    bool running() { return m_proc && m_proc->running(); }
+    nlohmann::json call(const std::string& method, const nlohmann::json& params = nlohmann::json::object());
+    int port() const { return m_port; }
+    std::string address() const { return "127.0.0.1:" + std::to_string(m_port); }
+    std::uint64_t network() const { return m_network; }
+    std::filesystem::path data_dir() const { return m_dir; }
+    std::filesystem::path socket() const { return m_dir / "bootstrap.sock"; }
+    std::string log() const { return m_proc ? m_proc->log() : std::string(); }
+    std::vector<std::string> extra_args;
+    std::string bootstrap;
+
+private:
+    std::filesystem::path m_dir;
+    std::uint64_t m_network;
+    int m_port;
+    std::unique_ptr<Process> m_proc;
+    std::unique_ptr<node::api::ApiClient> m_client;
+};
+
 // A random private network id, so parallel test runs never meet.
 std::uint64_t random_network_id();
 
@@ -99,6 +132,9 @@ std::uint64_t random_network_id();
 class Juiced {
 public:
     Juiced(std::string name, const std::filesystem::path& root, const DhtBootstrap& bootstrap,
+           std::vector<std::string> extra_args = {});
+    // Joins through any node: "host:port" on network `network`.
+    Juiced(std::string name, const std::filesystem::path& root, std::string bootstrap, std::uint64_t network,
            std::vector<std::string> extra_args = {});
     ~Juiced();
 

@@ -55,6 +55,7 @@ struct DhtInfo {
     std::size_t nodes = 0;  // good nodes in the routing tables (v4 + v6)
     std::uint64_t network = 0;
     std::uint16_t port = 0;           // bound UDP port
+    std::string node_id;              // the DHT node id, 40 hex digits ("" when not running)
     std::string public_addr;          // our IP as other nodes see it (no port), "" if unknown
     std::uint64_t puts_refused = 0;   // packets dropped by the put guard (would have crashed OpenDHT)
     std::size_t inbox_backlog = 0;    // inbox values waiting to be opened
@@ -83,6 +84,10 @@ public:
         bool lan_discovery = true;           // OpenDHT multicast peer discovery
         std::filesystem::path node_cache;    // routing table persisted here ("" = none)
         std::string bind4;                   // IPv4 address to bind ("" = any); IPv6 binds any
+        // The DHT node id (20 bytes); empty = a random one. A bootstrap node
+        // keeps its id across restarts so that the routing entries other
+        // nodes hold for it stay right.
+        Bytes node_id;
         // OpenDHT's public_stable: listens are refreshed every 4 min 50 s
         // instead of every 20 s (storing nodes keep a listen 10 minutes,
         // stock ones included), and a failed search does not count as a

@@ -24,6 +24,14 @@ struct Config {
     std::uint64_t network = 0;           // OpenDHT network id; 0 = the public network
     std::vector<std::string> bootstrap;  // "host:port"; empty + network 0 = default public bootstrap
     bool lan_discovery = true;           // OpenDHT multicast peer discovery on the LAN
+    // Drop DHT datagrams from one IP address above this rate, before OpenDHT
+    // parses them (0 = no limit). The bootstrap node defaults to 200.
+    std::uint32_t max_packets_per_ip = 0;
+
+    // Operator metrics (Prometheus text at http://metrics_bind:metrics_port/metrics);
+    // port 0 = off.
+    std::uint16_t metrics_port = 0;
+    std::string metrics_bind = "127.0.0.1";
 
     // Direct links
     std::uint16_t link_port = 0;  // TCP listen port; 0 = any free port
