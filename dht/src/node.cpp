@@ -602,12 +602,18 @@ Result<void> DhtNode::Impl::run_runner(const odht::crypto::Identity& id, bool la
     // The put guard first (it keeps OpenDHT alive), then the caller's filter.
     PacketFilter filter = [guard = guard, user = opts.packet_filter, log = log](
                               std::span<const std::uint8_t> data, const std::string& from) {
+        // (Only this thread calls inspect, so the counters tell which rule dropped it.)
+        const auto crash_before = guard->dropped(), untracked_before = guard->dropped_untracked();
         if (!guard->inspect(data, from, PutGuard::Clock::now())) {
-            auto n = guard->dropped();
-            if (n == 1 || n % 100 == 0)
+            if (auto n = guard->dropped(); n != crash_before && (n == 1 || n % 100 == 0))
                 log->warn(
                     "dropped a put from {} that reuses a signed value's id without an owner (it would "
                     "crash OpenDHT 2.4.12); {} such packets so far",
+                    from, n);
+            if (auto n = guard->dropped_untracked(); n != untracked_before && (n == 1 || n % 100 == 0))
+                log->warn(
+                    "dropped a put in parts from {}: too many puts in parts in flight to check them all; "
+                    "{} so far (the sender retries)",
                     from, n);
             return false;
         }

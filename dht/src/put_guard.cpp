@@ -135,6 +135,22 @@ std::uint64_t PutGuard::dropped() const {
     return m_dropped;
 }
 
+std::uint64_t PutGuard::dropped_untracked() const {
+    std::lock_guard lk(m_mtx);
+    return m_dropped_untracked;
+}
+
+std::size_t PutGuard::partials() const {
+    std::lock_guard lk(m_mtx);
+    return m_partials.size();
+}
+
+void PutGuard::erase_partial(std::map<std::pair<std::string, std::uint64_t>, Partial>::iterator it) {
+    auto s = m_partials_by_sender.find(it->first.first);
+    if (s != m_partials_by_sender.end() && --s->second == 0) m_partials_by_sender.erase(s);
+    m_partials.erase(it);
+}
+
 std::uint64_t PutGuard::dropped_oversized() const {
     std::lock_guard lk(m_mtx);
     return m_dropped_oversized;
@@ -192,9 +208,13 @@ bool PutGuard::inspect(std::span<const std::uint8_t> datagram, const std::string
     if (!y || !text(*y)) return true;
     auto tid = tid_of(last_key(root, "t", true));
     std::lock_guard lk(m_mtx);
-    for (auto it = m_partials.begin(); it != m_partials.end();)
-        it = now - it->second.started > k_partial_ttl ? m_partials.erase(it) : std::next(it);
+    for (auto it = m_partials.begin(); it != m_partials.end();) {
+        auto next = std::next(it);
+        if (now - it->second.started > k_partial_ttl) erase_partial(it);
+        it = next;
+    }
     bool keep = true;
+    const auto untracked_before = m_dropped_untracked;
     if (*text(*y) == "q") {
         const Obj* q = last_key(root, "q", true);
         // OpenDHT takes the arguments from "a", else "r", else "u", else "e".
@@ -206,7 +226,8 @@ bool PutGuard::inspect(std::span<const std::uint8_t> datagram, const std::string
         const Obj* parts = last_key(root, "p", true);
         if (parts && tid) keep = check_part(parts, from, *tid);
     }
-    if (!keep) ++m_dropped;
+    // Crash puts only; puts refused for want of room are counted apart.
+    if (!keep && m_dropped_untracked == untracked_before) ++m_dropped;
     return keep;
 }
 
@@ -236,7 +257,19 @@ bool PutGuard::check_put(const void* args_ptr, const std::string& from, Clock::t
     }
     if (partial.parts.empty()) return true;
     // Parts will follow: they can only be checked if we follow them too.
-    if (!tid || total > k_max_partial_bytes || m_partials.size() >= k_max_partials) return false;
+    if (!tid || total > k_max_partial_bytes) {
+        ++m_dropped_untracked;
+        return false;
+    }
+    auto& from_sender = m_partials_by_sender[from];
+    auto existing = m_partials.find({from, *tid});
+    if (existing == m_partials.end() &&
+        (m_partials.size() >= k_max_partials || from_sender >= k_max_partials_per_sender)) {
+        if (from_sender == 0) m_partials_by_sender.erase(from);
+        ++m_dropped_untracked;
+        return false;
+    }
+    if (existing == m_partials.end()) ++from_sender;
     m_partials[{from, *tid}] = std::move(partial);
     return true;
 }
@@ -272,6 +305,10 @@ bool PutGuard::check_part(const void* parts_ptr, const std::string& from, std::u
             return false;
         }
     }
+    // Every value complete and clean: nothing more to follow.
+    if (std::all_of(p.parts.begin(), p.parts.end(),
+                    [](const auto& slot) { return slot.second.second.size() >= slot.second.first; }))
+        erase_partial(it);
     return true;
 }
 

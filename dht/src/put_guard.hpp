@@ -20,9 +20,17 @@
 // unparsable (OpenDHT does that itself).
 //
 // Bounds: at most k_max_protected pairs (oldest forgotten first), at most
-// k_max_partials puts in parts at once (a put beyond that is dropped: it
-// could not be checked), each at most k_max_partial_bytes, forgotten after
-// k_partial_ttl. Thread-safe: inspect() runs on the socket's receive thread,
+// k_max_partials puts in parts being followed at once, k_max_partials_per_sender
+// of them from one address (a put beyond either is dropped: it could not be
+// checked, and evicting another to make room would let that one's parts
+// through unchecked), each at most k_max_partial_bytes. A put is forgotten
+// once its last part arrived, or after k_partial_ttl.
+//
+// Every value over 600 bytes travels in parts (OpenDHT's
+// MAX_PACKET_VALUE_SIZE), and that includes every signed presence record, so
+// a busy storage node follows many puts at once; found by the multi-host
+// test, where a cap of 64 that freed slots only after the TTL dropped real
+// contact requests. Thread-safe: inspect() runs on the socket's receive thread,
 // protect() on the caller's.
 #pragma once
 
@@ -45,7 +53,8 @@ public:
     using Key = std::array<std::uint8_t, 20>;
     using Clock = std::chrono::steady_clock;
     static constexpr std::size_t k_max_protected = 1 << 17;
-    static constexpr std::size_t k_max_partials = 64;
+    static constexpr std::size_t k_max_partials = 4096;
+    static constexpr std::size_t k_max_partials_per_sender = 32;
     static constexpr std::size_t k_max_partial_bytes = 1 << 20;
     static constexpr std::chrono::seconds k_partial_ttl{10};
 
@@ -56,6 +65,8 @@ public:
 
     std::uint64_t dropped() const;            // crash packets (puts) dropped
     std::uint64_t dropped_oversized() const;  // datagrams whose msgpack claims more than they hold
+    std::uint64_t dropped_untracked() const;  // puts in parts refused: no room to follow them
+    std::size_t partials() const;             // puts in parts being followed now
     std::size_t protected_pairs() const;
 
 private:
@@ -79,8 +90,11 @@ private:
     std::set<std::pair<Key, std::uint64_t>> m_protected;
     std::deque<std::pair<Key, std::uint64_t>> m_order;
     std::map<std::pair<std::string, std::uint64_t>, Partial> m_partials;
+    std::map<std::string, std::size_t> m_partials_by_sender;
+    void erase_partial(std::map<std::pair<std::string, std::uint64_t>, Partial>::iterator it);
     std::uint64_t m_dropped = 0;
     std::uint64_t m_dropped_oversized = 0;
+    std::uint64_t m_dropped_untracked = 0;
 };
 
 }  // namespace juice::dht

@@ -180,19 +180,54 @@ TEST_CASE("put guard: bounded partial state, and garbage passes to OpenDHT untou
     PutGuard g;
     auto now = PutGuard::Clock::now();
     auto k = key_of(6);
-    for (std::uint32_t t = 0; t < PutGuard::k_max_partials; ++t)
+    // One sender can have k_max_partials_per_sender puts in parts followed at once.
+    for (std::uint32_t t = 0; t < PutGuard::k_max_partials_per_sender; ++t)
         CHECK(g.inspect(put(k, t, {}, {100}), "a:1", now));
     // One more cannot be followed, so it is refused rather than let through unchecked.
     CHECK_FALSE(g.inspect(put(k, 1000, {}, {100}), "a:1", now));
+    CHECK(g.dropped_untracked() == 1);
+    CHECK(g.dropped() == 0);  // not a crash put
+    // Other senders have their own room.
+    CHECK(g.inspect(put(k, 1000, {}, {100}), "z:1", now));
     // Over 1 MiB announced in parts: refused. A single size over OpenDHT's
     // value limit is skipped by OpenDHT itself, so it passes untracked.
     CHECK_FALSE(g.inspect(put(k, 1001, {}, std::vector<std::size_t>(20, 60000)), "b:1", now + 11s));
     CHECK(g.inspect(put(k, 1003, {}, {70000}), "b:1", now + 11s));
     // After the time-out the slots are free again.
     CHECK(g.inspect(put(k, 1002, {}, {100}), "a:1", now + PutGuard::k_partial_ttl + 1s));
+    // The global cap holds across many senders.
+    PutGuard h;
+    for (std::size_t i = 0; i < PutGuard::k_max_partials; ++i)
+        REQUIRE(h.inspect(put(k, 1, {}, {100}), "s:" + std::to_string(i), now));
+    CHECK_FALSE(h.inspect(put(k, 1, {}, {100}), "last:1", now));
+    CHECK(h.partials() == PutGuard::k_max_partials);
     for (const Bytes& junk :
          {Bytes{}, Bytes{0xc1}, Bytes{0x90}, Bytes(100, 0xff), Bytes{0x81, 0xa1, 'y', 0x01}})
         CHECK(g.inspect(junk, "c:1", now));
+}
+
+TEST_CASE("put guard: a put is forgotten once its last part arrived") {
+    // Every signed presence record travels in parts: a storage node follows
+    // many at once. Completed ones must free their slot at once, not after
+    // the TTL (a busy node dropped real puts when they did not).
+    PutGuard g;
+    auto now = PutGuard::Clock::now();
+    auto k = key_of(8);
+    auto v = value(42, Kind::signed_value);
+    for (std::uint32_t t = 0; t < 10 * PutGuard::k_max_partials_per_sender; ++t) {
+        REQUIRE(g.inspect(put(k, t, {}, {v.size()}), "busy:1", now));
+        REQUIRE(g.inspect(part(t, 0, 0, v, 10), "busy:1", now));
+        REQUIRE(g.inspect(part(t, 0, 10, v, v.size() - 10), "busy:1", now));
+    }
+    CHECK(g.partials() == 0);
+    CHECK(g.dropped_untracked() == 0);
+    // A put whose first value is complete but the second is not stays followed.
+    auto w = value(43, Kind::encrypted);
+    CHECK(g.inspect(put(k, 999, {}, {v.size(), w.size()}), "busy:1", now));
+    CHECK(g.inspect(part(999, 0, 0, v, v.size()), "busy:1", now));
+    CHECK(g.partials() == 1);
+    CHECK(g.inspect(part(999, 1, 0, w, w.size()), "busy:1", now));
+    CHECK(g.partials() == 0);
 }
 
 TEST_CASE("put guard: packets OpenDHT reads the same way are read the same way") {
