@@ -233,6 +233,14 @@ Juiced::Juiced(std::string name, const fs::path& root, std::string bootstrap, st
     fs::create_directories(m_dir);
 }
 
+std::vector<std::string> with_wrapper(const std::vector<std::string>& wrapper, const std::string& exe,
+                                      std::vector<std::string> args) {
+    std::vector<std::string> cmd = wrapper;
+    cmd.push_back(exe);
+    cmd.insert(cmd.end(), args.begin(), args.end());
+    return cmd;
+}
+
 JuicedBootstrap::JuicedBootstrap(const fs::path& dir, std::uint64_t network, std::string bootstrap_addr,
                                  std::vector<std::string> extra)
     : extra_args(std::move(extra)),
@@ -266,7 +274,9 @@ bool JuicedBootstrap::start(std::chrono::milliseconds timeout) {
                                   "debug"};
     if (!bootstrap.empty()) args.insert(args.end(), {"--bootstrap", bootstrap});
     args.insert(args.end(), extra_args.begin(), extra_args.end());
-    m_proc = std::make_unique<Process>(juiced_path(), args, m_dir / "bootstrap.log");
+    auto cmd = with_wrapper(wrapper, juiced_path(), std::move(args));
+    m_proc = std::make_unique<Process>(cmd.front(), std::vector<std::string>(cmd.begin() + 1, cmd.end()),
+                                       m_dir / "bootstrap.log");
     bool up = wait_until(
         [&] {
             if (!m_proc->running()) return true;
@@ -318,7 +328,7 @@ bool Juiced::start(std::chrono::milliseconds timeout) {
                                   m_bootstrap,
                                   "--no-lan-discovery",
                                   "--link-bind",
-                                  "127.0.0.1",
+                                  link_bind,
                                   "--key-bits",
                                   "2048",
                                   "--no-passphrase",
@@ -328,7 +338,9 @@ bool Juiced::start(std::chrono::milliseconds timeout) {
         args.insert(args.end(), {"--log-level", "debug"});
     args.insert(args.end(), m_extra.begin(), m_extra.end());
     ++m_starts;
-    m_proc = std::make_unique<Process>(juiced_path(), args, m_dir / "juiced.log");
+    auto cmd = with_wrapper(wrapper, juiced_path(), std::move(args));
+    m_proc = std::make_unique<Process>(cmd.front(), std::vector<std::string>(cmd.begin() + 1, cmd.end()),
+                                       m_dir / "juiced.log");
     bool up = wait_until(
         [&] {
             if (!m_proc->running()) return true;

@@ -36,6 +36,11 @@ private:
 
 // A child process. stdout+stderr go to `log_file`. Killed (SIGKILL) on
 // destruction if still running.
+//
+// with_wrapper(wrapper, exe, args): the program and arguments that run `exe`
+// under `wrapper` (e.g. ip netns exec NS); the first is the program.
+std::vector<std::string> with_wrapper(const std::vector<std::string>& wrapper, const std::string& exe,
+                                      std::vector<std::string> args);
 class Process {
 public:
     Process(const std::string& exe, const std::vector<std::string>& args,
@@ -107,13 +112,15 @@ public:
     bool running() { return m_proc && m_proc->running(); }
     nlohmann::json call(const std::string& method, const nlohmann::json& params = nlohmann::json::object());
     int port() const { return m_port; }
-    std::string address() const { return "127.0.0.1:" + std::to_string(m_port); }
+    std::string address() const { return host + ":" + std::to_string(m_port); }
     std::uint64_t network() const { return m_network; }
     std::filesystem::path data_dir() const { return m_dir; }
     std::filesystem::path socket() const { return m_dir / "bootstrap.sock"; }
     std::string log() const { return m_proc ? m_proc->log() : std::string(); }
     std::vector<std::string> extra_args;
     std::string bootstrap;
+    std::vector<std::string> wrapper;  // as Juiced::wrapper
+    std::string host = "127.0.0.1";    // the address others reach it at
 
 private:
     std::filesystem::path m_dir;
@@ -155,6 +162,10 @@ public:
 
     const std::string& name() const { return m_name; }
     const std::string& id() const { return m_id; }
+    // A command juiced runs under, e.g. {"ip", "netns", "exec", "juice-h1"};
+    // empty = none. Takes effect at the next start().
+    std::vector<std::string> wrapper;
+    std::string link_bind = "127.0.0.1";  // --link-bind
     // The API socket: <data dir>/api.sock unless set_socket() chose another.
     std::filesystem::path socket() const { return m_socket.empty() ? m_dir / "api.sock" : m_socket; }
     // Puts the API socket at `path` (its directory need not exist: juiced
