@@ -536,3 +536,81 @@ TEST_CASE("dht node: the unsigned-put crash kills a stock dhtnode, not a juice n
     mallory2->join();
     a.stop();
 }
+
+// Every watcher of a user must get each of that user's updates. Hidden from
+// the default run because it FAILS today: with some key sets one watcher
+// gets a user's first record and then none of its updates (seen with 12
+// nodes: 35 of 36 (watcher, update) pairs delivered, the same pair every
+// round, whatever the start order). Kept as the reproduction for that bug:
+// `juice_integration "[watchers]"`. See docs/SCALE.md.
+TEST_CASE("every watcher of a user gets each update", "[.][watchers]") {
+    TempDir dir;
+    DhtBootstrap boot(random_network_id(), dir.path());
+    LoopThread loop;
+    const int n = 16, k_watch = 3;
+    std::vector<crypto::Identity> ids;
+    for (int i = 0; i < n; ++i) {
+        auto id = crypto::Identity::generate(2048, "w" + std::to_string(i));
+        REQUIRE(id);
+        ids.push_back(std::move(*id));
+    }
+    std::vector<std::unique_ptr<DhtNode>> nodes;
+    for (int i = 0; i < n; ++i) {
+        nodes.push_back(std::make_unique<DhtNode>(options(boot, loop)));
+        REQUIRE(nodes.back()->start(&ids[i]));
+    }
+    REQUIRE(wait_until(
+        [&] {
+            for (auto& x : nodes)
+                if (x->info().state != "connected") return false;
+            return true;
+        },
+        20s));
+    std::mutex mtx;
+    std::map<std::pair<int, std::int64_t>, std::set<int>> seen;  // (publisher, ts) -> watchers
+    auto keyhex = [&](int i) {
+        auto h = ::dht::InfoHash::get(presence_key_name(ids[i].id()));
+        return to_hex(std::span<const std::uint8_t>(h.data(), 20));
+    };
+    for (int i = 0; i < n; ++i) {
+        PresenceRecord r;
+        r.name = "w";
+        r.ts = now_ms();
+        nodes[i]->publish_presence(r);
+    }
+    std::this_thread::sleep_for(2s);
+    for (int w = 0; w < n; ++w)
+        for (int k = 1; k <= k_watch; ++k) {
+            int p = (w + k) % n;
+            nodes[w]->watch_presence(ids[p].id(), [&, p, w](const PresenceRecord& r) {
+                std::lock_guard lk(mtx);
+                seen[{p, r.ts}].insert(w);
+            });
+        }
+    std::this_thread::sleep_for(3s);
+    for (int round = 0; round < 3; ++round) {
+        std::vector<std::int64_t> ts(n);
+        for (int i = 0; i < n; ++i) {
+            PresenceRecord r;
+            r.name = "w";
+            r.status = round % 2 ? "online" : "away";
+            r.ts = ts[i] = now_ms();
+            nodes[i]->publish_presence(r);
+            std::this_thread::sleep_for(50ms);
+        }
+        std::this_thread::sleep_for(3s);
+        std::lock_guard lk(mtx);
+        int delivered = 0;
+        for (int i = 0; i < n; ++i)
+            for (int k = 1; k <= k_watch; ++k) {
+                int w = (i - k + n) % n;
+                if (seen[{i, ts[i]}].count(w))
+                    ++delivered;
+                else
+                    WARN("round " << round << ": watcher " << w << " missed the update of " << i << " key "
+                                  << keyhex(i) << " watcher port " << nodes[w]->info().port
+                                  << " publisher port " << nodes[i]->info().port);
+            }
+        CHECK(delivered == n * k_watch);
+    }
+}
