@@ -80,12 +80,22 @@ TEST_CASE("bootstrap node: no identity, stats over the API and HTTP, routing tab
     CHECK(r->error->message.find("api.methods") != std::string::npos);
 
     // Two users who know only the bootstrap node find each other.
-    Juiced a("alice", dir.path(), boot.address(), net);
+    int user_metrics_port = free_tcp_port();
+    Juiced a("alice", dir.path(), boot.address(), net, {"--metrics-port", std::to_string(user_metrics_port)});
     Juiced b("bob", dir.path(), boot.address(), net);
     REQUIRE(a.start());
     REQUIRE(b.start());
     befriend(a, b);
     CHECK(wait_until([&] { return dht_nodes(boot) >= 2; }, 20s, 100ms));
+    // A user's daemon serves metrics too, with its contacts and links.
+    {
+        auto user_page = http_exchange(user_metrics_port, "GET /metrics HTTP/1.0\r\n\r\n");
+        INFO(user_page);
+        CHECK(metric(user_page, "juice_contacts") == 1);
+        CHECK(metric(user_page, "juice_links") == 1);
+        CHECK(metric(user_page, "juice_bootstrap_node") == -1);
+        CHECK(a.call("node.info")["mode"] == "user");
+    }
     // It stores their presence records (3 nodes: every value is on all).
     CHECK(wait_until([&] { return boot.call("node.info")["dht"]["stored_values"].get<int>() >= 2; }, 20s,
                      100ms));
