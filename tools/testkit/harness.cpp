@@ -241,6 +241,58 @@ std::vector<std::string> with_wrapper(const std::vector<std::string>& wrapper, c
     return cmd;
 }
 
+namespace {
+
+// juiced (under `wrapper`), its output in `log`.
+std::unique_ptr<Process> spawn_juiced(const std::vector<std::string>& wrapper, std::vector<std::string> args,
+                                      const fs::path& log) {
+    auto cmd = with_wrapper(wrapper, juiced_path(), std::move(args));
+    return std::make_unique<Process>(cmd.front(), std::vector<std::string>(cmd.begin() + 1, cmd.end()), log);
+}
+
+// Polls until `proc`'s API answers `method` on `socket`; the connection and
+// the answer, or nullptr if the process died or the time ran out.
+std::unique_ptr<node::api::ApiClient> await_api(Process& proc, const fs::path& socket,
+                                                const std::string& method, std::chrono::milliseconds timeout,
+                                                nlohmann::json& result) {
+    std::unique_ptr<node::api::ApiClient> client;
+    wait_until(
+        [&] {
+            if (!proc.running()) return true;
+            auto c = node::api::ApiClient::connect(socket, 200ms);
+            if (!c) return false;
+            auto r = c->call(method, nlohmann::json::object(), 2s);
+            if (!r || !r->ok()) return false;
+            result = r->result;
+            client = std::make_unique<node::api::ApiClient>(std::move(*c));
+            return true;
+        },
+        timeout);
+    return proc.running() ? std::move(client) : nullptr;
+}
+
+// A call whose every failure throws, naming `who`.
+nlohmann::json checked_call(node::api::ApiClient* client, const std::string& who, const std::string& method,
+                            const nlohmann::json& params, std::chrono::milliseconds timeout) {
+    if (!client) throw std::runtime_error(who + " is not running");
+    auto r = client->call(method, params, timeout);
+    if (!r) throw std::runtime_error(who + " " + method + ": " + r.error().what());
+    if (!r->ok())
+        throw std::runtime_error(who + " " + method + ": " + r->error->message + " (" + r->error->reason +
+                                 ")");
+    return r->result;
+}
+
+// SIGTERM, then up to 5 s for the exit (destructors).
+void terminate(std::unique_ptr<Process>& proc) {
+    if (proc && proc->running()) {
+        proc->signal(SIGTERM);
+        proc->wait(5s);
+    }
+}
+
+}  // namespace
+
 JuicedBootstrap::JuicedBootstrap(const fs::path& dir, std::uint64_t network, std::string bootstrap_addr,
                                  std::vector<std::string> extra)
     : extra_args(std::move(extra)),
@@ -253,10 +305,7 @@ JuicedBootstrap::JuicedBootstrap(const fs::path& dir, std::uint64_t network, std
 
 JuicedBootstrap::~JuicedBootstrap() {
     m_client.reset();
-    if (m_proc && m_proc->running()) {
-        m_proc->signal(SIGTERM);
-        m_proc->wait(5s);
-    }
+    terminate(m_proc);
 }
 
 bool JuicedBootstrap::start(std::chrono::milliseconds timeout) {
@@ -274,21 +323,10 @@ bool JuicedBootstrap::start(std::chrono::milliseconds timeout) {
                                   "debug"};
     if (!bootstrap.empty()) args.insert(args.end(), {"--bootstrap", bootstrap});
     args.insert(args.end(), extra_args.begin(), extra_args.end());
-    auto cmd = with_wrapper(wrapper, juiced_path(), std::move(args));
-    m_proc = std::make_unique<Process>(cmd.front(), std::vector<std::string>(cmd.begin() + 1, cmd.end()),
-                                       m_dir / "bootstrap.log");
-    bool up = wait_until(
-        [&] {
-            if (!m_proc->running()) return true;
-            auto c = node::api::ApiClient::connect(socket(), 200ms);
-            if (!c) return false;
-            auto r = c->call("node.info", nlohmann::json::object(), 2s);
-            if (!r || !r->ok()) return false;
-            m_client = std::make_unique<node::api::ApiClient>(std::move(*c));
-            return true;
-        },
-        timeout, 50ms);
-    return up && m_proc->running() && m_client;
+    m_proc = spawn_juiced(wrapper, std::move(args), m_dir / "bootstrap.log");
+    nlohmann::json info;
+    m_client = await_api(*m_proc, socket(), "node.info", timeout, info);
+    return m_client != nullptr;
 }
 
 int JuicedBootstrap::stop(std::chrono::milliseconds timeout) {
@@ -299,21 +337,12 @@ int JuicedBootstrap::stop(std::chrono::milliseconds timeout) {
 }
 
 nlohmann::json JuicedBootstrap::call(const std::string& method, const nlohmann::json& params) {
-    if (!m_client) throw std::runtime_error("the bootstrap node is not running");
-    auto r = m_client->call(method, params, 10s);
-    if (!r) throw std::runtime_error("bootstrap node " + method + ": " + r.error().what());
-    if (!r->ok())
-        throw std::runtime_error("bootstrap node " + method + ": " + r->error->message + " (" +
-                                 r->error->reason + ")");
-    return r->result;
+    return checked_call(m_client.get(), "bootstrap node", method, params, 10s);
 }
 
 Juiced::~Juiced() {
     m_client.reset();
-    if (m_proc && m_proc->running()) {
-        m_proc->signal(SIGTERM);
-        m_proc->wait(5s);
-    }
+    terminate(m_proc);
 }
 
 bool Juiced::start(std::chrono::milliseconds timeout) {
@@ -338,22 +367,11 @@ bool Juiced::start(std::chrono::milliseconds timeout) {
         args.insert(args.end(), {"--log-level", "debug"});
     args.insert(args.end(), m_extra.begin(), m_extra.end());
     ++m_starts;
-    auto cmd = with_wrapper(wrapper, juiced_path(), std::move(args));
-    m_proc = std::make_unique<Process>(cmd.front(), std::vector<std::string>(cmd.begin() + 1, cmd.end()),
-                                       m_dir / "juiced.log");
-    bool up = wait_until(
-        [&] {
-            if (!m_proc->running()) return true;
-            auto c = node::api::ApiClient::connect(socket(), 200ms);
-            if (!c) return false;
-            auto r = c->call("identity.get", nlohmann::json::object(), 2s);
-            if (!r || !r->ok()) return false;
-            m_id = r->result.at("id").get<std::string>();
-            m_client = std::make_unique<node::api::ApiClient>(std::move(*c));
-            return true;
-        },
-        timeout);
-    if (!up || !m_proc->running() || !m_client) {
+    m_proc = spawn_juiced(wrapper, std::move(args), m_dir / "juiced.log");
+    nlohmann::json me;
+    m_client = await_api(*m_proc, socket(), "identity.get", timeout, me);
+    if (m_client) m_id = me.value("id", std::string());
+    if (!m_client) {
         error = "juiced " + m_name + " did not come up; log:\n" + log();
         return false;
     }
@@ -384,13 +402,7 @@ node::api::ApiClient Juiced::client() const {
 }
 
 nlohmann::json Juiced::call(const std::string& method, const nlohmann::json& params) {
-    if (!m_client) throw std::runtime_error(m_name + " is not running");
-    auto r = m_client->call(method, params, 30s);
-    if (!r) throw std::runtime_error(m_name + " " + method + ": " + r.error().what());
-    if (!r->ok())
-        throw std::runtime_error(m_name + " " + method + ": " + r->error->message + " (" + r->error->reason +
-                                 ")");
-    return r->result;
+    return checked_call(m_client.get(), m_name, method, params, 30s);
 }
 
 std::string Juiced::log() const {
