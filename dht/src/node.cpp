@@ -42,6 +42,8 @@
 #include <random>
 #include <set>
 #include <unordered_set>
+#include <utility>
+#include <vector>
 
 namespace juice::dht {
 
@@ -265,6 +267,35 @@ struct WatchState {
             cb = on_expired;
         }
         if (cb) cb();
+    }
+};
+
+// The value ids of our presence records. Every publish uses a fresh id
+// (why: see publish_presence), so the announce of the record it replaces
+// must be cancelled, or OpenDHT would keep re-announcing it. Cancelling is
+// done from the put callbacks (DHT thread), only for puts whose callback has
+// already run: OpenDHT 2.4.12's Search::cancelPut drops a pending put's
+// callback without calling it (the runner would then count the op as ongoing
+// forever and never confirm a shutdown).
+struct PresencePuts {
+    std::mutex mtx;
+    odht::Value::Id current = 0;   // id of the newest record
+    bool current_done = false;     // its put callback ran
+    std::vector<odht::Value::Id> settled;  // replaced ids whose callback ran: cancel once `current` is stored
+
+    // Loop: `id` becomes the current record.
+    void begin(odht::Value::Id id) {
+        std::lock_guard lk(mtx);
+        if (current && current_done) settled.push_back(current);
+        current = id;
+        current_done = false;
+    }
+    // DHT thread: the put of `id` completed. Returns the ids to cancel now.
+    std::vector<odht::Value::Id> done(odht::Value::Id id) {
+        std::lock_guard lk(mtx);
+        if (id != current) return {id};  // replaced while it was in flight
+        current_done = true;
+        return std::exchange(settled, {});
     }
 };
 
@@ -531,7 +562,7 @@ struct DhtNode::Impl {
     std::atomic<bool> running{false};
     bool has_identity = false;
     std::optional<UserId> self;
-    odht::Value::Id value_id = 0;
+    std::shared_ptr<PresencePuts> presence_puts = std::make_shared<PresencePuts>();
     std::uint16_t port = 0;
     std::uint64_t next_token = 1;
     std::map<std::uint64_t, WatchEntry> watches;
@@ -550,6 +581,9 @@ struct DhtNode::Impl {
     Result<void> run_runner(const odht::crypto::Identity& id, bool lan, bool& run_threw);
     void listen(WatchEntry& w);
     void listen_inbox();
+    // A fresh value id for a record of ours at `key`, protected by the put
+    // guard (our own records are stored locally without a packet).
+    odht::Value::Id fresh_presence_id(const odht::InfoHash& key);
     void stop(std::optional<PresenceRecord> final_record, std::chrono::milliseconds timeout);
 };
 
@@ -697,16 +731,7 @@ Result<void> DhtNode::Impl::start(const crypto::Identity* identity) {
     }
     if (!res.ok()) return res;
 
-    std::random_device rd;
-    std::uniform_int_distribution<odht::Value::Id> dist(1);
-    value_id = dist(rd);
-    if (self) {
-        // Our own record is stored locally without a packet: protect it too.
-        PutGuard::Key key;
-        auto h = odht::InfoHash::get(presence_key_name(*self));
-        std::memcpy(key.data(), h.data(), key.size());
-        guard->protect(key, value_id);
-    }
+    presence_puts = std::make_shared<PresencePuts>();
     running = true;
 
     try {
@@ -754,6 +779,10 @@ void DhtNode::Impl::listen(WatchEntry& w) {
     auto cb = [post, state, user, keys = keys, on_key = opts.on_key](
                   const std::vector<std::shared_ptr<odht::Value>>& values, bool expired) {
         // DHT thread, runner lock held: copy, decode, post. Never block here.
+        // A key holds the user's newest record and, until they expire, the
+        // ones it replaced (each record has its own value id): of the values
+        // that arrive together, only the newest is worth delivering.
+        std::optional<std::pair<odht::Value::Id, PresenceRecord>> newest;
         for (const auto& v : values) {
             try {
                 if (!v || v->type != k_presence_type_id || !owned_by(*v, user)) continue;
@@ -767,11 +796,13 @@ void DhtNode::Impl::listen(WatchEntry& w) {
                     dht_logger()->debug("ignoring presence value of {}: {}", user.hex(), rec.error().what());
                     continue;
                 }
-                post_safe(post, [state, id = v->id, r = std::move(*rec)] { state->deliver(id, r); });
+                if (!newest || rec->ts > newest->second.ts) newest.emplace(v->id, std::move(*rec));
             } catch (const std::exception& e) {
                 dht_logger()->warn("ignoring a bad presence value: {}", e.what());
             }
         }
+        if (newest)
+            post_safe(post, [state, id = newest->first, r = std::move(newest->second)] { state->deliver(id, r); });
         return true;
     };
     try {
@@ -856,12 +887,15 @@ void DhtNode::Impl::stop(std::optional<PresenceRecord> final_record, std::chrono
     try {
         if (final_record && has_identity && self) {
             auto waiter = std::make_shared<Waiter>();
-            auto value =
-                std::make_shared<odht::Value>(k_presence_type_id, encode_presence(*final_record), value_id);
-            // Same value id as the live record, not permanent: it replaces the
-            // announce and is no longer refreshed.
+            auto key = odht::InfoHash::get(presence_key_name(*self));
+            // A fresh value id, like every publish (watchers listening through
+            // other nodes would not see an edit of the live record), and not
+            // permanent: it simply expires. The live record's announce ends
+            // with the runner, right below.
+            auto value = std::make_shared<odht::Value>(k_presence_type_id, encode_presence(*final_record),
+                                                       fresh_presence_id(key));
             runner->putSigned(
-                odht::InfoHash::get(presence_key_name(*self)), value,
+                key, value,
                 [waiter](bool ok, const std::vector<std::shared_ptr<odht::Node>>&) { waiter->set(ok); },
                 false);
             if (!waiter->wait_for(timeout))
@@ -916,15 +950,48 @@ void DhtNode::publish_presence(const PresenceRecord& record, std::function<void(
         return;
     }
     try {
-        auto value = std::make_shared<odht::Value>(k_presence_type_id, encode_presence(record), d.value_id);
-        // permanent: OpenDHT re-announces it before it expires, until replaced.
+        // Every record gets a fresh value id. Editing one value in place (same
+        // id, seq + 1) does not reach watchers that listen through other
+        // nodes: OpenDHT 2.4.12 keeps a cache per storing node on each listen
+        // (src/value_cache.h, ValueCache::addValues) that takes a value whose
+        // id it already holds for a mere refresh, whatever its seq, and
+        // reports nothing. Only a watcher that stores the key itself saw
+        // edits (through its local storage listener, which compares seq).
+        // The record a publish replaces stays on the storing nodes until it
+        // expires (k_presence_lifetime; stock nodes 10 min), no longer
+        // re-announced; watchers keep the newest `t` (the replay rule).
+        auto key = odht::InfoHash::get(presence_key_name(*d.self));
+        auto id = d.fresh_presence_id(key);
+        auto value = std::make_shared<odht::Value>(k_presence_type_id, encode_presence(record), id);
+        auto puts = d.presence_puts;
+        puts->begin(id);
+        // permanent: OpenDHT re-announces it before it expires, until the
+        // next publish cancels it. The callback runs on the DHT thread;
+        // DhtRunner::cancelPut only queues an op (under a mutex OpenDHT never
+        // holds while calling us), and the runner outlives its callbacks.
         d.runner->putSigned(
-            odht::InfoHash::get(presence_key_name(*d.self)), value,
-            [report](bool ok, const std::vector<std::shared_ptr<odht::Node>>&) { report(ok); }, true);
+            key, value,
+            [report, puts, key, id, runner = d.runner.get()](bool ok,
+                                                             const std::vector<std::shared_ptr<odht::Node>>&) {
+                for (auto old : puts->done(id)) runner->cancelPut(key, old);
+                report(ok);
+            },
+            true);
     } catch (const std::exception& e) {
         d.log->error("publishing presence failed: {}", e.what());
         report(false);
     }
+}
+
+odht::Value::Id DhtNode::Impl::fresh_presence_id(const odht::InfoHash& key) {
+    // Not guessable (std::random_device): a value stored first under the id
+    // of our next record could stand in its way on a storing node.
+    std::random_device rd;
+    auto id = std::uniform_int_distribution<odht::Value::Id>(1)(rd);
+    PutGuard::Key k;
+    std::memcpy(k.data(), key.data(), k.size());
+    guard->protect(k, id);
+    return id;
 }
 
 std::uint64_t DhtNode::watch_presence(const UserId& user,

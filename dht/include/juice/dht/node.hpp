@@ -121,8 +121,11 @@ public:
     Result<void> start(const crypto::Identity* identity);
 
     // Publishes (or replaces) our signed presence record, and keeps it alive
-    // until the next publish or stop. `done(ok)` runs on the loop once the
-    // put completed (ok = at least one node stored it).
+    // until the next publish or stop. Each record gets a fresh value id (an
+    // edit in place would not reach watchers listening through other nodes);
+    // the one it replaces is no longer re-announced and expires. `done(ok)`
+    // runs on the loop once the put completed (ok = at least one node stored
+    // it).
     void publish_presence(const PresenceRecord& record, std::function<void(bool ok)> done = {});
 
     // Watches a user's presence key. `on_record` runs on the loop for every
