@@ -14,6 +14,7 @@
 
 #include "put_guard.hpp"
 #include "rate_limit.hpp"
+#include "traffic_kind.hpp"
 
 #include "node_cache.hpp"
 #include "sealed_internal.hpp"
@@ -59,6 +60,7 @@ struct Traffic {
     std::atomic<std::uint64_t> packets_in{0}, bytes_in{0};
     std::atomic<std::uint64_t> packets_out{0}, bytes_out{0};
     std::atomic<std::uint64_t> rate_limited{0};
+    std::unique_ptr<TrafficKinds> kinds;  // set before start with Options::classify_traffic
 };
 
 // The raw address bytes of `a` (the rate limiter's key).
@@ -144,6 +146,9 @@ public:
         if (err == 0) {
             m_traffic->packets_out.fetch_add(1, std::memory_order_relaxed);
             m_traffic->bytes_out.fetch_add(size, std::memory_order_relaxed);
+            if (m_traffic->kinds)
+                m_traffic->kinds->record(TrafficKinds::Dir::out, std::span<const std::uint8_t>(data, size),
+                                         dest.toString());
         }
         return err;
     }
@@ -163,6 +168,8 @@ private:
         for (const auto& p : pkts) {
             m_traffic->packets_in.fetch_add(1, std::memory_order_relaxed);
             m_traffic->bytes_in.fetch_add(p.data.size(), std::memory_order_relaxed);
+            if (m_traffic->kinds)
+                m_traffic->kinds->record(TrafficKinds::Dir::in, p.data, p.from.toString());
         }
         for (auto it = pkts.begin(); it != pkts.end();) {
             bool keep = m_limiter.allow(ip_bytes(it->from), now);
@@ -698,6 +705,8 @@ Result<void> DhtNode::Impl::start(const crypto::Identity* identity) {
     if (running) return {};
     if (!opts.post)
         return make_error(errc::start_failed, "DhtNode needs Options::post to deliver its callbacks");
+    // (Before the socket exists: its threads read traffic->kinds unlocked.)
+    if (opts.classify_traffic && !traffic->kinds) traffic->kinds = std::make_unique<TrafficKinds>();
 
     odht::crypto::Identity id;
     if (identity) {
@@ -1171,6 +1180,7 @@ DhtInfo DhtNode::info() const {
     info.packets_out = d.traffic->packets_out.load(std::memory_order_relaxed);
     info.bytes_out = d.traffic->bytes_out.load(std::memory_order_relaxed);
     info.packets_rate_limited = d.traffic->rate_limited.load(std::memory_order_relaxed);
+    if (d.traffic->kinds) info.traffic_by_kind = d.traffic->kinds->counts();
     if (d.inbox) {
         std::lock_guard lk(d.inbox->mtx);
         info.inbox_backlog = d.inbox->queue.size();

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,6 +51,12 @@ struct SealedValue {
     Bytes data;            // the cypher text
 };
 
+// Datagrams and UDP payload bytes of one kind of message, both ways.
+struct KindCount {
+    std::uint64_t packets_in = 0, bytes_in = 0, packets_out = 0, bytes_out = 0;
+    bool operator==(const KindCount&) const = default;
+};
+
 struct DhtInfo {
     std::string state;      // "disconnected" | "connecting" | "connected"
     std::size_t nodes = 0;  // good nodes in the routing tables (v4 + v6)
@@ -71,6 +78,11 @@ struct DhtInfo {
     std::size_t stored_values = 0;  // values this node stores for the network
     std::size_t stored_bytes = 0;
     std::size_t network_size_estimate = 0;  // from the routing table's depth (rough)
+    // With Options::classify_traffic: the same traffic by OpenDHT message
+    // kind ("ping", "find", "get", "listen", "put", "refresh", "update",
+    // each with its replies; "listen_update", "value_parts", "reply",
+    // "other"). Empty otherwise.
+    std::map<std::string, KindCount> traffic_by_kind;
 };
 
 class DhtNode {
@@ -101,6 +113,10 @@ public:
         // 0 = OpenDHT's defaults (8192 and 1024), -1 = none.
         std::int64_t max_requests_per_s = 0;
         std::int64_t max_peer_requests_per_s = 0;
+        // Count traffic by message kind (DhtInfo::traffic_by_kind): parses
+        // every datagram once more, so off by default (the simulation and
+        // operators investigating traffic turn it on).
+        bool classify_traffic = false;
         Post post;  // required: runs callbacks on the caller's loop
         // Called on an OpenDHT thread for every received datagram before
         // OpenDHT parses it; return false to drop it. Empty = accept all.
