@@ -29,6 +29,8 @@ packages=(
   # packet capture decoded by tshark; a private PulseAudio server with a
   # null sink for the sound-device backend; gnuplot draws the call benchmark
   espeak-ng sox tshark pulseaudio gnuplot-nox
+  # tools/scale.sh reads juice-sim's JSON with jq (and plots with gnuplot)
+  jq
 )
 
 missing=()

@@ -320,7 +320,7 @@ bool JuicedBootstrap::start(std::chrono::milliseconds timeout) {
                                   "--port",
                                   std::to_string(m_port),
                                   "--log-level",
-                                  "debug"};
+                                  log_level};
     if (!bootstrap.empty()) args.insert(args.end(), {"--bootstrap", bootstrap});
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     m_proc = spawn_juiced(wrapper, std::move(args), m_dir / "bootstrap.log");

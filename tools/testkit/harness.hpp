@@ -121,6 +121,7 @@ public:
     std::string bootstrap;
     std::vector<std::string> wrapper;  // as Juiced::wrapper
     std::string host = "127.0.0.1";    // the address others reach it at
+    std::string log_level = "debug";   // its --log-level (debug logs grow fast under load)
 
 private:
     std::filesystem::path m_dir;

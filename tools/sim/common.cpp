@@ -1,0 +1,98 @@
+#include "sim.hpp"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+
+namespace juice::sim {
+
+namespace fs = std::filesystem;
+
+fs::path default_key_cache() {
+    if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return fs::path(x) / "juice-sim";
+    if (const char* h = std::getenv("HOME"); h && *h) return fs::path(h) / ".cache" / "juice-sim";
+    return "/tmp/juice-sim-cache";
+}
+
+std::vector<crypto::Identity> identity_pool(const fs::path& dir, int count, unsigned bits) {
+    const fs::path root = dir / ("rsa" + std::to_string(bits));
+    std::vector<std::optional<crypto::Identity>> slots(static_cast<std::size_t>(count));
+    std::atomic<int> next{0}, made{0};
+    std::mutex err_mtx;
+    std::string error;
+    auto worker = [&] {
+        for (int i; (i = next.fetch_add(1)) < count;) {
+            const auto d = root / std::to_string(i);
+            if (crypto::Identity::exists(d)) {
+                if (auto id = crypto::Identity::load(d, std::nullopt)) {
+                    slots[static_cast<std::size_t>(i)] = std::move(*id);
+                    continue;
+                }
+                // A damaged cache entry (e.g. an interrupted run): make it again.
+                std::error_code ec;
+                fs::remove_all(d, ec);
+            }
+            auto id = crypto::Identity::generate(bits, "sim" + std::to_string(i));
+            if (id) {
+                // Another run may have written it meanwhile; either key is fine.
+                (void)id->save(d, std::nullopt);
+                slots[static_cast<std::size_t>(i)] = std::move(*id);
+                int m = ++made;
+                if (m % 50 == 0) std::fprintf(stderr, "sim: generated %d keys (%u bits)\n", m, bits);
+            } else {
+                std::lock_guard lk(err_mtx);
+                error = id.error().what();
+            }
+        }
+    };
+    std::vector<std::thread> threads;
+    for (unsigned t = 0; t < std::max(1u, std::thread::hardware_concurrency()); ++t) threads.emplace_back(worker);
+    for (auto& t : threads) t.join();
+    if (!error.empty()) throw std::runtime_error("could not make a simulated user's key: " + error);
+    if (made) std::fprintf(stderr, "sim: generated %d new keys into %s\n", made.load(), root.c_str());
+    std::vector<crypto::Identity> out;
+    out.reserve(slots.size());
+    for (auto& s : slots) out.push_back(std::move(*s));
+    return out;
+}
+
+std::string host_address(int net, int i) {
+    return "127." + std::to_string(net) + "." + std::to_string(i / 250) + "." + std::to_string(i % 250 + 2);
+}
+
+nlohmann::json summarize(std::vector<double> v) {
+    if (v.empty()) return {{"n", 0}};
+    std::sort(v.begin(), v.end());
+    auto pct = [&](double p) {
+        return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5))];
+    };
+    double sum = 0;
+    for (double x : v) sum += x;
+    return {{"n", v.size()},     {"mean", sum / static_cast<double>(v.size())},
+            {"p50", pct(0.5)},   {"p90", pct(0.9)},
+            {"p99", pct(0.99)},  {"max", v.back()}};
+}
+
+long self_rss_kib() {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+    return -1;
+}
+
+double self_cpu_seconds() {
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+    return s(ru.ru_utime) + s(ru.ru_stime);
+}
+
+}  // namespace juice::sim
