@@ -167,8 +167,8 @@ int run_bootstrap_node(const CLI::App& app, const juice::node::Config& cfg, cons
                        std::uint16_t dht_port) {
     for (const char* user_only :
          {"--name", "--key-bits", "--passphrase-file", "--no-passphrase", "--link-port", "--link-bind",
-          "--sync", "--inbox-refresh", "--no-voice", "--audio", "--audio-in", "--audio-out", "--media-port",
-          "--media-announce", "--call-bitrate", "--ring-timeout"})
+          "--sync", "--inbox-refresh", "--presence-refresh", "--no-voice", "--audio", "--audio-in",
+          "--audio-out", "--media-port", "--media-announce", "--call-bitrate", "--ring-timeout"})
         if (app.count(user_only))
             spdlog::warn("{} is ignored with --bootstrap-node (a bootstrap node has no identity or contacts)",
                          user_only);
@@ -209,6 +209,7 @@ int main(int argc, char** argv) {
     std::uint16_t dht_port = 0, link_port = 0;
     bool no_lan = false;
     unsigned inbox_refresh_s = 240;
+    unsigned presence_refresh_s = 1800;
     bool no_voice = false;
     unsigned ring_timeout_s = 45;
     bool bootstrap_node = false;
@@ -262,6 +263,11 @@ int main(int argc, char** argv) {
            "it 10 minutes)")
         ->check(CLI::Range(1u, 540u))
         ->capture_default_str();
+    app.add_option("--presence-refresh", presence_refresh_s,
+                   "seconds between fresh presence records when nothing changed (each costs every watching "
+                   "buddy about 4 KB)")
+        ->check(CLI::Range(60u, 86400u))
+        ->capture_default_str();
     app.add_flag("--no-voice", no_voice, "do not offer or accept voice calls");
     app.add_option("--audio", cfg.audio,
                    "sound for calls without WAV files: auto or pulse (the PulseAudio device), null (silence)")
@@ -305,6 +311,7 @@ int main(int argc, char** argv) {
     cfg.link_port = link_port;
     cfg.lan_discovery = !no_lan;
     cfg.inbox_refresh = std::chrono::seconds(inbox_refresh_s);
+    cfg.presence_refresh = std::chrono::seconds(presence_refresh_s);
     cfg.voice = !no_voice;
     cfg.ring_timeout = std::chrono::seconds(ring_timeout_s);
     cfg.sync = sync == "normal" ? juice::node::Store::Sync::normal : juice::node::Store::Sync::full;

@@ -150,8 +150,7 @@ struct Daemon::Impl {
     std::uint16_t link_port = 0;
     steady_clock::time_point started = steady_clock::now();
     std::string last_dht_state;
-    unsigned state_ticks = 0;
-    static constexpr unsigned k_republish_ticks = 120;  // seconds between fresh records
+    steady_clock::time_point next_refresh = steady_clock::time_point::max();  // of the presence record
     bool stopping = false;
     RateMeter dht_rates;
     std::unique_ptr<MetricsServer> metrics;
@@ -1242,8 +1241,11 @@ struct Daemon::Impl {
     }
 
     void publish_presence() {
-        dht->publish_presence(own_record(status), [](bool ok) {
-            if (!ok) spdlog::warn("presence: no DHT node stored our record yet (will retry on refresh)");
+        next_refresh = steady_clock::now() + cfg.presence_refresh;
+        dht->publish_presence(own_record(status), [this](bool ok) {
+            if (ok) return;
+            spdlog::warn("presence: no DHT node stored our record yet (retrying in 30 s)");
+            next_refresh = std::min(next_refresh, steady_clock::now() + seconds(30));
         });
     }
 
@@ -1324,10 +1326,11 @@ struct Daemon::Impl {
         state_timer.async_wait([this](std::error_code ec) {
             if (ec || stopping) return;
             // Anyone may re-announce our last signed record, so a crashed
-            // daemon's "online" could outlive it; a fresh timestamp every
-            // couple of minutes lets watchers tell a live record from a
-            // stale one (and re-announces it ourselves).
-            if (++state_ticks % k_republish_ticks == 0) publish_presence();
+            // daemon's "online" could outlive it; a fresh timestamp now and
+            // then (cfg.presence_refresh, 30 min) dates the record. Not
+            // more often: each fresh record costs every watching buddy the
+            // whole record from each storing node (docs/SCALE.md).
+            if (steady_clock::now() >= next_refresh) publish_presence();
             dht->tick();
             dht_rates.sample(dht->info(), steady_clock::now());
             calls->tick();

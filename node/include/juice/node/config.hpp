@@ -56,6 +56,14 @@ struct Config {
     std::chrono::hours inbox_retention{24 * 30};  // messages and requests are re-put this long at most
     std::chrono::hours receipt_retention{72};     // acks and read receipts: this long, or until a link
 
+    // A fresh presence record (new timestamp) this often even when nothing
+    // changed. Each one costs every watching buddy the whole signed record
+    // from each storing node it listens at (about 4 x 0.7-1.2 KB), so it is
+    // most of the idle traffic of a user with online buddies when short:
+    // measured 70 KB/min per user with 10 buddies at 120 s (docs/SCALE.md).
+    // OpenDHT keeps the record itself stored between publishes.
+    std::chrono::seconds presence_refresh{1800};
+
     // Voice calls (docs/DESIGN.md "Calls").
     bool voice = true;  // advertise "voice" and accept calls
     // Audio for calls that give no WAV paths: "auto" and "pulse" use the
