@@ -168,8 +168,7 @@ private:
         for (const auto& p : pkts) {
             m_traffic->packets_in.fetch_add(1, std::memory_order_relaxed);
             m_traffic->bytes_in.fetch_add(p.data.size(), std::memory_order_relaxed);
-            if (m_traffic->kinds)
-                m_traffic->kinds->record(TrafficKinds::Dir::in, p.data, p.from.toString());
+            if (m_traffic->kinds) m_traffic->kinds->record(TrafficKinds::Dir::in, p.data, p.from.toString());
         }
         for (auto it = pkts.begin(); it != pkts.end();) {
             bool keep = m_limiter.allow(ip_bytes(it->from), now);
@@ -286,8 +285,8 @@ struct WatchState {
 // forever and never confirm a shutdown).
 struct PresencePuts {
     std::mutex mtx;
-    odht::Value::Id current = 0;   // id of the newest record
-    bool current_done = false;     // its put callback ran
+    odht::Value::Id current = 0;           // id of the newest record
+    bool current_done = false;             // its put callback ran
     std::vector<odht::Value::Id> settled;  // replaced ids whose callback ran: cancel once `current` is stored
 
     // Loop: `id` becomes the current record.
@@ -811,7 +810,8 @@ void DhtNode::Impl::listen(WatchEntry& w) {
             }
         }
         if (newest)
-            post_safe(post, [state, id = newest->first, r = std::move(newest->second)] { state->deliver(id, r); });
+            post_safe(post,
+                      [state, id = newest->first, r = std::move(newest->second)] { state->deliver(id, r); });
         return true;
     };
     try {
@@ -980,8 +980,8 @@ void DhtNode::publish_presence(const PresenceRecord& record, std::function<void(
         // holds while calling us), and the runner outlives its callbacks.
         d.runner->putSigned(
             key, value,
-            [report, puts, key, id, runner = d.runner.get()](bool ok,
-                                                             const std::vector<std::shared_ptr<odht::Node>>&) {
+            [report, puts, key, id, runner = d.runner.get()](
+                bool ok, const std::vector<std::shared_ptr<odht::Node>>&) {
                 for (auto old : puts->done(id)) runner->cancelPut(key, old);
                 report(ok);
             },

@@ -46,11 +46,16 @@ std::string TrafficKinds::classify(Dir dir, std::span<const std::uint8_t> bytes,
         const auto& kv = msg.via.map.ptr[i];
         auto key = text(kv.key);
         if (!key) continue;
-        if (*key == "q") q = text(kv.val);
-        else if (*key == "t") tid = tid_key(kv.val);
-        else if (*key == "r" || *key == "e") is_reply = true;
-        else if (*key == "u") is_update = true;
-        else if (*key == "p") is_parts = true;
+        if (*key == "q")
+            q = text(kv.val);
+        else if (*key == "t")
+            tid = tid_key(kv.val);
+        else if (*key == "r" || *key == "e")
+            is_reply = true;
+        else if (*key == "u")
+            is_update = true;
+        else if (*key == "p")
+            is_parts = true;
     }
     // Precedence as in OpenDHT's ParsedMessage: error/reply, parts, update, query.
     if (is_reply) {

@@ -14,12 +14,12 @@
 #include "juice/dht/node.hpp"
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <span>
 #include <string>
 #include <unordered_map>
-#include <deque>
 
 namespace juice::dht {
 

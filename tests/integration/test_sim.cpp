@@ -32,9 +32,34 @@ json run_sim(const TempDir& dir, std::vector<std::string> args, std::chrono::sec
 TEST_CASE("simulation: every presence record reaches every watching buddy, in every scenario", "[sim]") {
     TempDir dir;
     auto r = run_sim(dir,
-                     {"dht", "--nodes", "24", "--buddies", "4", "--settle", "2", "--watch-spread", "2", "--update-spread", "2", "--idle",
-                      "10", "--online", "3", "--churn", "0.25", "--churn-spread", "4", "--churn-window", "6",
-                      "--mass-login", "4", "--mass-login-s", "2", "--grace", "8", "--key-cache",
+                     {"dht",
+                      "--nodes",
+                      "24",
+                      "--buddies",
+                      "4",
+                      "--settle",
+                      "2",
+                      "--watch-spread",
+                      "2",
+                      "--update-spread",
+                      "2",
+                      "--idle",
+                      "10",
+                      "--online",
+                      "3",
+                      "--churn",
+                      "0.25",
+                      "--churn-spread",
+                      "4",
+                      "--churn-window",
+                      "6",
+                      "--mass-login",
+                      "4",
+                      "--mass-login-s",
+                      "2",
+                      "--grace",
+                      "8",
+                      "--key-cache",
                       (dir.path() / "keys").string()},
                      180s);
     INFO(r.dump(1));
@@ -58,8 +83,9 @@ TEST_CASE("simulation: every presence record reaches every watching buddy, in ev
 TEST_CASE("simulation: the broadcast model sends every ping to every user", "[sim]") {
     TempDir dir;
     const int n = 40;
-    auto r = run_sim(dir, {"broadcast", "--nodes", std::to_string(n), "--buddies", "5", "--ping-interval", "1",
-                           "--messages-per-min", "0", "--window", "5"},
+    auto r = run_sim(dir,
+                     {"broadcast", "--nodes", std::to_string(n), "--buddies", "5", "--ping-interval", "1",
+                      "--messages-per-min", "0", "--window", "5"},
                      60s);
     INFO(r.dump(1));
     // Each user pings once a second and the relay forwards to all n users:

@@ -96,11 +96,12 @@ TEST_CASE("traffic kinds: a query and its reply count under the query's method",
     CHECK(k.counts()["get"].packets_out == 1);
 }
 
-TEST_CASE("traffic kinds: a reply is matched once, by peer and tid, and in the right direction", "[traffic]") {
+TEST_CASE("traffic kinds: a reply is matched once, by peer and tid, and in the right direction",
+          "[traffic]") {
     TrafficKinds k;
     k.record(Dir::out, query("ping", 5), "10.0.0.1:1");
-    CHECK(k.record(Dir::in, reply(5), "10.0.0.9:1") == "reply");  // another peer
-    CHECK(k.record(Dir::in, reply(6), "10.0.0.1:1") == "reply");  // another tid
+    CHECK(k.record(Dir::in, reply(5), "10.0.0.9:1") == "reply");   // another peer
+    CHECK(k.record(Dir::in, reply(6), "10.0.0.1:1") == "reply");   // another tid
     CHECK(k.record(Dir::out, reply(5), "10.0.0.1:1") == "reply");  // our query is not answered by us
     CHECK(k.record(Dir::in, reply(5), "10.0.0.1:1") == "ping");
     CHECK(k.record(Dir::in, reply(5), "10.0.0.1:1") == "reply");  // a duplicate
@@ -129,8 +130,8 @@ TEST_CASE("traffic kinds: queries never answered are forgotten past the bound", 
     TrafficKinds k;
     const auto n = static_cast<std::uint32_t>(TrafficKinds::k_pending + 100);
     for (std::uint32_t t = 0; t < n; ++t) k.record(Dir::out, query("find", t), "10.0.0.1:1");
-    CHECK(k.record(Dir::in, reply(0), "10.0.0.1:1") == "reply");       // the oldest went
-    CHECK(k.record(Dir::in, reply(n - 1), "10.0.0.1:1") == "find");    // the newest is kept
+    CHECK(k.record(Dir::in, reply(0), "10.0.0.1:1") == "reply");     // the oldest went
+    CHECK(k.record(Dir::in, reply(n - 1), "10.0.0.1:1") == "find");  // the newest is kept
     // Answered queries leave room: many more round trips still match.
     for (std::uint32_t t = n; t < n + 3 * TrafficKinds::k_pending; ++t) {
         k.record(Dir::out, query("get", t), "10.0.0.2:1");

@@ -140,7 +140,8 @@ json run_broadcast(const BroadcastConfig& cfg) {
         }
         const auto interval = std::chrono::duration<double>(cfg.ping_interval_s);
         std::uniform_real_distribution<double> phase(0, 1);
-        std::exponential_distribution<double> msg_gap(cfg.messages_per_min > 0 ? cfg.messages_per_min / 60.0 : 1);
+        std::exponential_distribution<double> msg_gap(cfg.messages_per_min > 0 ? cfg.messages_per_min / 60.0
+                                                                               : 1);
         std::vector<clk::time_point> next_ping, next_msg;
         const auto t0 = clk::now();
         for (int i = 0; i < n; ++i) {
@@ -160,8 +161,8 @@ json run_broadcast(const BroadcastConfig& cfg) {
             std::memcpy(&out[5], &to32, 4);
             std::memcpy(&out[9], &t, 8);
             if (::sendto(fds[static_cast<std::size_t>(i)], out.data(), size, 0,
-                         reinterpret_cast<const sockaddr*>(&relay_addr), sizeof relay_addr) ==
-                static_cast<ssize_t>(size)) {
+                         reinterpret_cast<const sockaddr*>(&relay_addr),
+                         sizeof relay_addr) == static_cast<ssize_t>(size)) {
                 stats[static_cast<std::size_t>(i)].bytes_out += size;
                 stats[static_cast<std::size_t>(i)].packets_out++;
             }
@@ -177,16 +178,19 @@ json run_broadcast(const BroadcastConfig& cfg) {
                 auto& nm = next_msg[static_cast<std::size_t>(i)];
                 if (nm <= now) {
                     auto& b = buddies[static_cast<std::size_t>(i)];
-                    int to = b.empty() ? (i + 1) % n : *std::next(b.begin(), static_cast<long>(rng() % b.size()));
+                    int to =
+                        b.empty() ? (i + 1) % n : *std::next(b.begin(), static_cast<long>(rng() % b.size()));
                     send(i, k_message, to, k_header + k_message_body);
-                    nm += std::chrono::duration_cast<clk::duration>(std::chrono::duration<double>(msg_gap(rng)));
+                    nm += std::chrono::duration_cast<clk::duration>(
+                        std::chrono::duration<double>(msg_gap(rng)));
                 }
             }
             int k = ::epoll_wait(ep, events.data(), static_cast<int>(events.size()), 5);
             for (int e = 0; e < k; ++e) {
                 const int i = static_cast<int>(events[static_cast<std::size_t>(e)].data.u32);
                 ssize_t len;
-                while ((len = ::recv(fds[static_cast<std::size_t>(i)], in.data(), in.size(), MSG_DONTWAIT)) > 0) {
+                while ((len = ::recv(fds[static_cast<std::size_t>(i)], in.data(), in.size(), MSG_DONTWAIT)) >
+                       0) {
                     auto& s = stats[static_cast<std::size_t>(i)];
                     s.bytes_in += static_cast<std::uint64_t>(len);
                     s.packets_in++;
@@ -196,8 +200,9 @@ json run_broadcast(const BroadcastConfig& cfg) {
                     std::memcpy(&from, &in[1], 4);
                     std::memcpy(&to, &in[5], 4);
                     std::memcpy(&t, &in[9], 8);
-                    bool mine = in[0] == k_ping ? buddies[static_cast<std::size_t>(i)].count(static_cast<int>(from)) > 0
-                                                : to == static_cast<std::uint32_t>(i);
+                    bool mine = in[0] == k_ping
+                                    ? buddies[static_cast<std::size_t>(i)].count(static_cast<int>(from)) > 0
+                                    : to == static_cast<std::uint32_t>(i);
                     if (mine) {
                         s.kept++;
                         if (in[0] == k_ping) presence_ms.push_back(static_cast<double>(now_ns() - t) / 1e6);
@@ -229,32 +234,34 @@ json run_broadcast(const BroadcastConfig& cfg) {
         bin.push_back(static_cast<double>(s.bytes_in) * 60 / secs);
         bout.push_back(static_cast<double>(s.bytes_out) * 60 / secs);
         pin.push_back(static_cast<double>(s.packets_in) * 60 / secs);
-        if (s.packets_in) kept_share.push_back(static_cast<double>(s.kept) / static_cast<double>(s.packets_in));
+        if (s.packets_in)
+            kept_share.push_back(static_cast<double>(s.kept) / static_cast<double>(s.packets_in));
         sent += s.packets_out;
         received += s.packets_in;
     }
-    return {{"model", "broadcast"},
-            {"config",
-             {{"nodes", n},
-              {"buddies", cfg.buddies},
-              {"ping_interval_s", cfg.ping_interval_s},
-              {"messages_per_min", cfg.messages_per_min},
-              {"ping_bytes", ping_size},
-              {"seed", seed}}},
-            {"window_s", secs},
-            {"per_user",
-             {{"bytes_per_min_total", summarize(total)},
-              {"bytes_in_per_min", summarize(bin)},
-              {"bytes_out_per_min", summarize(bout)},
-              {"packets_in_per_min", summarize(pin)},
-              {"share_kept_by_filter", summarize(kept_share)}}},
-            {"relay",
-             {{"datagrams_in_per_s", static_cast<double>(relay_in) / secs},
-              {"datagrams_out_per_s", static_cast<double>(relay_out) / secs},
-              {"bytes_out_per_s", static_cast<double>(relay_bytes_out) / secs}}},
-            {"delivered_share", relay_out ? static_cast<double>(received) / static_cast<double>(relay_out) : 1.0},
-            {"presence_latency_ms", summarize(presence_ms)},
-            {"cpu_share_of_one_core", cpu / secs}};
+    return {
+        {"model", "broadcast"},
+        {"config",
+         {{"nodes", n},
+          {"buddies", cfg.buddies},
+          {"ping_interval_s", cfg.ping_interval_s},
+          {"messages_per_min", cfg.messages_per_min},
+          {"ping_bytes", ping_size},
+          {"seed", seed}}},
+        {"window_s", secs},
+        {"per_user",
+         {{"bytes_per_min_total", summarize(total)},
+          {"bytes_in_per_min", summarize(bin)},
+          {"bytes_out_per_min", summarize(bout)},
+          {"packets_in_per_min", summarize(pin)},
+          {"share_kept_by_filter", summarize(kept_share)}}},
+        {"relay",
+         {{"datagrams_in_per_s", static_cast<double>(relay_in) / secs},
+          {"datagrams_out_per_s", static_cast<double>(relay_out) / secs},
+          {"bytes_out_per_s", static_cast<double>(relay_bytes_out) / secs}}},
+        {"delivered_share", relay_out ? static_cast<double>(received) / static_cast<double>(relay_out) : 1.0},
+        {"presence_latency_ms", summarize(presence_ms)},
+        {"cpu_share_of_one_core", cpu / secs}};
 }
 
 }  // namespace juice::sim

@@ -53,7 +53,8 @@ std::vector<crypto::Identity> identity_pool(const fs::path& dir, int count, unsi
         }
     };
     std::vector<std::thread> threads;
-    for (unsigned t = 0; t < std::max(1u, std::thread::hardware_concurrency()); ++t) threads.emplace_back(worker);
+    for (unsigned t = 0; t < std::max(1u, std::thread::hardware_concurrency()); ++t)
+        threads.emplace_back(worker);
     for (auto& t : threads) t.join();
     if (!error.empty()) throw std::runtime_error("could not make a simulated user's key: " + error);
     if (made) std::fprintf(stderr, "sim: generated %d new keys into %s\n", made.load(), root.c_str());
@@ -71,13 +72,14 @@ nlohmann::json summarize(std::vector<double> v) {
     if (v.empty()) return {{"n", 0}};
     std::sort(v.begin(), v.end());
     auto pct = [&](double p) {
-        return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5))];
+        return v[std::min(v.size() - 1,
+                          static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5))];
     };
     double sum = 0;
     for (double x : v) sum += x;
-    return {{"n", v.size()},     {"mean", sum / static_cast<double>(v.size())},
-            {"p50", pct(0.5)},   {"p90", pct(0.9)},
-            {"p99", pct(0.99)},  {"max", v.back()}};
+    return {{"n", v.size()},    {"mean", sum / static_cast<double>(v.size())},
+            {"p50", pct(0.5)},  {"p90", pct(0.9)},
+            {"p99", pct(0.99)}, {"max", v.back()}};
 }
 
 long self_rss_kib() {
@@ -91,7 +93,9 @@ long self_rss_kib() {
 double self_cpu_seconds() {
     rusage ru{};
     getrusage(RUSAGE_SELF, &ru);
-    auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+    auto s = [](const timeval& t) {
+        return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+    };
     return s(ru.ru_utime) + s(ru.ru_stime);
 }
 

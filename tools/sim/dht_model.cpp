@@ -1,16 +1,16 @@
 // The juice model: N real DhtNodes in this process (see sim.hpp).
 //
 // Each simulated user is a juice::dht::DhtNode with its own RSA identity and
-// UDP port on 127.0.0.1, joining through one real `juiced --bootstrap-node`. Users publish signed presence records and
-// watch their buddies' keys exactly as juiced does. Everything the report
-// times is measured on this machine's clocks: a publish is timed from the
-// call to publish_presence to the watcher's callback on the loop thread.
+// UDP port on 127.0.0.1, joining through one real `juiced --bootstrap-node`. Users publish signed presence
+// records and watch their buddies' keys exactly as juiced does. Everything the report times is measured on
+// this machine's clocks: a publish is timed from the call to publish_presence to the watcher's callback on
+// the loop thread.
 #include "harness.hpp"
 #include "juice/dht/node.hpp"
 #include "sim.hpp"
 
-#include <asio.hpp>
 #include <spdlog/spdlog.h>
+#include <asio.hpp>
 
 #include <atomic>
 #include <condition_variable>
@@ -164,7 +164,7 @@ public:
         u.node->publish_presence(rec);
     }
 
-    // What juiced does every k_republish_ticks (120 s): a fresh record with
+    // What juiced does every --presence-refresh (1800 s): a fresh record with
     // the same status. Publishes those that are due (timed under
     // "republish"); users busy in another thread wait for the next call.
     void republish_due() {
@@ -247,7 +247,8 @@ public:
                 kind_bytes[kind] +=
                     static_cast<double>(k1.bytes_in - k0.bytes_in + k1.bytes_out - k0.bytes_out) * per_min;
                 kind_packets[kind] +=
-                    static_cast<double>(k1.packets_in - k0.packets_in + k1.packets_out - k0.packets_out) * per_min;
+                    static_cast<double>(k1.packets_in - k0.packets_in + k1.packets_out - k0.packets_out) *
+                    per_min;
             }
             bin.push_back(static_cast<double>(c1.bytes_in - c0.bytes_in) * per_min);
             bout.push_back(static_cast<double>(c1.bytes_out - c0.bytes_out) * per_min);
@@ -300,7 +301,8 @@ public:
         }
         json out{{"expected_pairs", expected},
                  {"delivered_pairs", delivered},
-                 {"delivered_share", expected ? static_cast<double>(delivered) / static_cast<double>(expected) : 1.0},
+                 {"delivered_share",
+                  expected ? static_cast<double>(delivered) / static_cast<double>(expected) : 1.0},
                  {"latency_ms", summarize(lat)},
                  {"missed_examples", missed}};
         if (with_samples) out["samples_ms"] = lat;
@@ -349,7 +351,7 @@ private:
     struct Pub {
         std::string phase;
         clk::time_point at;
-        std::set<int> expected;       // watchers at publish time
+        std::set<int> expected;     // watchers at publish time
         std::map<int, double> got;  // watcher -> latency ms
     };
 
@@ -412,14 +414,15 @@ private:
 // Calls World::republish_due every second on its own thread while alive.
 class Republisher {
 public:
-    explicit Republisher(World& w) : m_thread([this, &w] {
-        std::unique_lock lk(m_mtx);
-        while (!m_cv.wait_for(lk, 1s, [this] { return m_stop; })) {
-            lk.unlock();
-            w.republish_due();
-            lk.lock();
-        }
-    }) {}
+    explicit Republisher(World& w)
+        : m_thread([this, &w] {
+              std::unique_lock lk(m_mtx);
+              while (!m_cv.wait_for(lk, 1s, [this] { return m_stop; })) {
+                  lk.unlock();
+                  w.republish_due();
+                  lk.lock();
+              }
+          }) {}
     ~Republisher() {
         {
             std::lock_guard lk(m_mtx);
@@ -454,7 +457,8 @@ template <typename F>
 void spread(int count, double seconds, F fn) {
     const auto t0 = clk::now();
     for (int k = 0; k < count; ++k) {
-        auto due = t0 + std::chrono::duration_cast<clk::duration>(std::chrono::duration<double>(seconds * k / count));
+        auto due = t0 + std::chrono::duration_cast<clk::duration>(
+                            std::chrono::duration<double>(seconds * k / count));
         std::this_thread::sleep_until(due);
         fn(k);
     }
@@ -465,7 +469,8 @@ std::uint64_t pick_seed(std::uint64_t seed) {
 }
 
 // A real `juiced --bootstrap-node` for the simulated users to join through.
-std::unique_ptr<test::JuicedBootstrap> start_bootstrap(const std::filesystem::path& dir, std::uint64_t network) {
+std::unique_ptr<test::JuicedBootstrap> start_bootstrap(const std::filesystem::path& dir,
+                                                       std::uint64_t network) {
     auto boot = std::make_unique<test::JuicedBootstrap>(dir / "bootstrap", network);
     boot->log_level = "warn";
     // Every simulated user has the IP 127.0.0.1 (see World::start): no per-IP limits.
@@ -558,8 +563,9 @@ json run_dht(const DhtConfig& cfg) {
                         {"rss_watching_kib", rss_watch},
                         {"per_node_kib", (rss_nodes - rss_base) / n},
                         {"per_buddy_kib", (rss_watch - rss_nodes) / (n * mean_degree)},
-                        {"note", "one process; per buddy = the watcher's listen plus its share of the "
-                                 "listeners stored at other nodes"}};
+                        {"note",
+                         "one process; per buddy = the watcher's listen plus its share of the "
+                         "listeners stored at other nodes"}};
 
     // 3. Steady-state presence: every user publishes a status change within
     //    update_spread_s.
@@ -598,7 +604,8 @@ json run_dht(const DhtConfig& cfg) {
     for (int i = 0; i < next; ++i)
         if (world.online(i)) online_now.push_back(i);
     std::shuffle(online_now.begin(), online_now.end(), rng);
-    std::vector<int> leavers(online_now.begin(), online_now.begin() + std::min<int>(n_churn, online_now.size()));
+    std::vector<int> leavers(online_now.begin(),
+                             online_now.begin() + std::min<int>(n_churn, online_now.size()));
     std::set<int> stayers(online_now.begin() + leavers.size(), online_now.end());
     auto c0 = world.snapshot();
     const auto churn_t0 = clk::now();
@@ -606,14 +613,16 @@ json run_dht(const DhtConfig& cfg) {
     spread(2 * n_churn, cfg.churn_spread_s, [&](int k) {
         if (k % 2 == 0 && k / 2 < static_cast<int>(leavers.size())) {
             int who = leavers[static_cast<std::size_t>(k / 2)];
-            stops.push_back(std::async(std::launch::async, [&world, who] { world.leave(who, "churn_leave"); }));
+            stops.push_back(
+                std::async(std::launch::async, [&world, who] { world.leave(who, "churn_leave"); }));
         } else if (k % 2 == 1) {
             world.start(next + k / 2, true, "churn_join");
         }
     });
     for (auto& f : stops) f.get();
     next += n_churn;
-    std::this_thread::sleep_until(churn_t0 + std::chrono::seconds(std::max(cfg.churn_window_s, cfg.churn_spread_s)));
+    std::this_thread::sleep_until(churn_t0 +
+                                  std::chrono::seconds(std::max(cfg.churn_window_s, cfg.churn_spread_s)));
     auto c1 = world.snapshot();
     const double churn_secs = ms_between(churn_t0, clk::now()) / 1000;
     settle([&] { return world.pending("churn_join") + world.pending("churn_leave"); },
@@ -634,7 +643,8 @@ json run_dht(const DhtConfig& cfg) {
         if (world.start(next + k, true, "mass_login")) mass.push_back(next + k);
     });
     auto mass_connect = world.wait_connected(mass, 60s);
-    settle([&] { return world.pending("mass_login") + world.lookups_pending(); }, std::chrono::seconds(cfg.grace_s));
+    settle([&] { return world.pending("mass_login") + world.lookups_pending(); },
+           std::chrono::seconds(cfg.grace_s));
     std::erase(mass_connect, -1.0);
     report["mass_login"] = {{"users", mass.size()},
                             {"connect_ms", summarize(mass_connect)},
@@ -655,8 +665,8 @@ json run_buddies(const BuddiesConfig& cfg) {
     for (int b : cfg.probe_buddies) offline_total += b;
     const int probes = static_cast<int>(cfg.probe_buddies.size());
     const int pool = cfg.nodes + probes + offline_total;
-    say("seed %llu; %d background users, %d probes watching %d offline users", static_cast<unsigned long long>(seed),
-        cfg.nodes, probes, offline_total);
+    say("seed %llu; %d background users, %d probes watching %d offline users",
+        static_cast<unsigned long long>(seed), cfg.nodes, probes, offline_total);
     auto ids = identity_pool(cfg.key_cache.empty() ? default_key_cache() : cfg.key_cache, pool, cfg.key_bits);
     std::shuffle(ids.begin(), ids.end(), rng);
 
@@ -702,14 +712,14 @@ json run_buddies(const BuddiesConfig& cfg) {
         const double in = static_cast<double>(b.bytes_in - a.bytes_in) / secs;
         const double out = static_cast<double>(b.bytes_out - a.bytes_out) / secs;
         const std::set<int> one{i};
-        rows.push_back({{"offline_buddies", cfg.probe_buddies[static_cast<std::size_t>(p)]},
-                        {"by_kind_per_min", World::rates(s0, s1, secs, &one)["mean_by_kind"]},
-                        {"bytes_in_per_s", in},
-                        {"bytes_out_per_s", out},
-                        {"bytes_per_s", in + out},
-                        {"packets_per_s", static_cast<double>(b.packets_in - a.packets_in + b.packets_out -
-                                                              a.packets_out) /
-                                              secs}});
+        rows.push_back(
+            {{"offline_buddies", cfg.probe_buddies[static_cast<std::size_t>(p)]},
+             {"by_kind_per_min", World::rates(s0, s1, secs, &one)["mean_by_kind"]},
+             {"bytes_in_per_s", in},
+             {"bytes_out_per_s", out},
+             {"bytes_per_s", in + out},
+             {"packets_per_s",
+              static_cast<double>(b.packets_in - a.packets_in + b.packets_out - a.packets_out) / secs}});
     }
     std::set<int> background;
     for (int i = 0; i < cfg.nodes; ++i) background.insert(i);

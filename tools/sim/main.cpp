@@ -23,48 +23,62 @@ int main(int argc, char** argv) {
     std::string out;
     app.add_option("--out", out, "write the JSON report to this file instead of stdout");
     std::string log_level = "error";
-    app.add_option("--log-level", log_level, "log of the simulated nodes (to stderr): trace, debug, info, warn, error")
+    app.add_option("--log-level", log_level,
+                   "log of the simulated nodes (to stderr): trace, debug, info, warn, error")
         ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
 
     DhtConfig d;
     std::string key_cache;
-    auto* dht = app.add_subcommand("dht", "N real juice DHT nodes: login, lookup, update, idle, online, churn, mass login");
+    auto* dht = app.add_subcommand(
+        "dht", "N real juice DHT nodes: login, lookup, update, idle, online, churn, mass login");
     dht->add_option("--nodes", d.nodes, "users online at the start")->check(CLI::Range(2, 5000));
     dht->add_option("--buddies", d.buddies, "buddies per user")->check(CLI::Range(0, 500));
-    dht->add_option("--login-rate", d.login_rate, "users started per second at login")->check(CLI::Range(1.0, 1000.0));
+    dht->add_option("--login-rate", d.login_rate, "users started per second at login")
+        ->check(CLI::Range(1.0, 1000.0));
     dht->add_option("--settle", d.settle_s, "seconds to settle after login")->check(CLI::Range(0, 3600));
-    dht->add_option("--watch-spread", d.watch_spread_s, "seconds over which users start watching their buddies")
+    dht->add_option("--watch-spread", d.watch_spread_s,
+                    "seconds over which users start watching their buddies")
         ->check(CLI::Range(0, 3600));
     dht->add_option("--update-spread", d.update_spread_s, "seconds over which every user publishes an update")
         ->check(CLI::Range(1, 3600));
     dht->add_option("--idle", d.idle_s, "idle traffic window, seconds (>= 290 covers one refresh cycle)")
         ->check(CLI::Range(10, 7200));
-    dht->add_option("--online", d.online, "users that come online one by one (0 = 5% of nodes)")->check(CLI::Range(0, 5000));
-    dht->add_option("--churn", d.churn, "share of users that leave while as many join")->check(CLI::Range(0.0, 0.9));
-    dht->add_option("--churn-spread", d.churn_spread_s, "seconds over which churn happens")->check(CLI::Range(1, 3600));
-    dht->add_option("--churn-window", d.churn_window_s, "traffic window from churn start, seconds")->check(CLI::Range(1, 3600));
+    dht->add_option("--online", d.online, "users that come online one by one (0 = 5% of nodes)")
+        ->check(CLI::Range(0, 5000));
+    dht->add_option("--churn", d.churn, "share of users that leave while as many join")
+        ->check(CLI::Range(0.0, 0.9));
+    dht->add_option("--churn-spread", d.churn_spread_s, "seconds over which churn happens")
+        ->check(CLI::Range(1, 3600));
+    dht->add_option("--churn-window", d.churn_window_s, "traffic window from churn start, seconds")
+        ->check(CLI::Range(1, 3600));
     dht->add_option("--mass-login", d.mass_login, "users started within --mass-login-s (0 = 10% of nodes)")
         ->check(CLI::Range(0, 5000));
-    dht->add_option("--mass-login-s", d.mass_login_s, "seconds for the mass login")->check(CLI::Range(1, 600));
-    dht->add_option("--grace", d.grace_s, "seconds to wait for late events after a phase")->check(CLI::Range(1, 600));
-    dht->add_option("--key-bits", d.key_bits, "RSA size of the simulated users' keys")->check(CLI::IsMember({2048u, 3072u, 4096u}));
+    dht->add_option("--mass-login-s", d.mass_login_s, "seconds for the mass login")
+        ->check(CLI::Range(1, 600));
+    dht->add_option("--grace", d.grace_s, "seconds to wait for late events after a phase")
+        ->check(CLI::Range(1, 600));
+    dht->add_option("--key-bits", d.key_bits, "RSA size of the simulated users' keys")
+        ->check(CLI::IsMember({2048u, 3072u, 4096u}));
     dht->add_option("--key-cache", key_cache, "where generated keys are kept between runs");
     dht->add_option("--seed", d.seed, "random seed (0 = random; printed)");
     dht->add_flag("--samples", d.samples, "include raw latency samples (for CDF plots)");
-    dht->add_option("--republish", d.republish_s, "seconds between each user's fresh records, as juiced (0 = never)")
+    dht->add_option("--republish", d.republish_s,
+                    "seconds between each user's fresh records, as juiced (0 = never)")
         ->check(CLI::Range(0, 3600));
     dht->add_flag("!--no-stable-listens", d.stable_listens,
                   "refresh listens every 20 s (OpenDHT's default) instead of every 4 min 50 s");
 
     BuddiesConfig b;
-    auto* bud = app.add_subcommand("buddies", "idle traffic of users watching 0..K buddies who never come online");
+    auto* bud =
+        app.add_subcommand("buddies", "idle traffic of users watching 0..K buddies who never come online");
     bud->add_option("--nodes", b.nodes, "background users (10 buddies each)")->check(CLI::Range(2, 5000));
     bud->add_option("--probes", b.probe_buddies, "one probe user per value: its number of offline buddies")
         ->delimiter(',')
         ->check(CLI::Range(0, 1000));
     bud->add_option("--settle", b.settle_s, "seconds before measuring")->check(CLI::Range(0, 3600));
     bud->add_option("--idle", b.idle_s, "measurement window, seconds")->check(CLI::Range(10, 7200));
-    bud->add_option("--key-bits", b.key_bits, "RSA size of the keys")->check(CLI::IsMember({2048u, 3072u, 4096u}));
+    bud->add_option("--key-bits", b.key_bits, "RSA size of the keys")
+        ->check(CLI::IsMember({2048u, 3072u, 4096u}));
     bud->add_option("--key-cache", key_cache, "where generated keys are kept between runs");
     bud->add_option("--seed", b.seed, "random seed (0 = random; printed)");
     bud->add_option("--republish", b.republish_s, "seconds between each user's fresh records (0 = never)")
@@ -72,10 +86,12 @@ int main(int argc, char** argv) {
     bud->add_flag("!--no-stable-listens", b.stable_listens, "refresh listens every 20 s (OpenDHT's default)");
 
     BroadcastConfig c;
-    auto* bc = app.add_subcommand("broadcast", "the classic design: a relay forwards every ping and message to everyone");
+    auto* bc = app.add_subcommand("broadcast",
+                                  "the classic design: a relay forwards every ping and message to everyone");
     bc->add_option("--nodes", c.nodes, "users")->check(CLI::Range(2, 5000));
     bc->add_option("--buddies", c.buddies, "buddies per user")->check(CLI::Range(0, 500));
-    bc->add_option("--ping-interval", c.ping_interval_s, "seconds between a user's pings")->check(CLI::Range(1.0, 3600.0));
+    bc->add_option("--ping-interval", c.ping_interval_s, "seconds between a user's pings")
+        ->check(CLI::Range(1.0, 3600.0));
     bc->add_option("--messages-per-min", c.messages_per_min, "messages each user sends per minute")
         ->check(CLI::Range(0.0, 600.0));
     bc->add_option("--window", c.window_s, "measurement window, seconds")->check(CLI::Range(5, 7200));

@@ -69,10 +69,10 @@ struct DhtConfig {
     int grace_s = 10;  // wait for late events after each phase
     unsigned key_bits = 2048;
     std::filesystem::path key_cache;
-    std::uint64_t seed = 0;  // 0 = random (printed)
-    bool samples = false;    // include raw latency samples (for CDF plots)
+    std::uint64_t seed = 0;      // 0 = random (printed)
+    bool samples = false;        // include raw latency samples (for CDF plots)
     bool stable_listens = true;  // DhtNode::Options::stable_listens
-    int republish_s = 120;       // a fresh record this often, as juiced does (0 = never)
+    int republish_s = 1800;      // a fresh record this often, as juiced --presence-refresh (0 = never)
 };
 nlohmann::json run_dht(const DhtConfig& cfg);
 
@@ -88,7 +88,7 @@ struct BuddiesConfig {
     std::filesystem::path key_cache;
     std::uint64_t seed = 0;
     bool stable_listens = true;
-    int republish_s = 120;
+    int republish_s = 1800;
 };
 nlohmann::json run_buddies(const BuddiesConfig& cfg);
 
