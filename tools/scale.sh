@@ -5,8 +5,8 @@
 # the test suite. Needs a built tree (tools/setup.sh), gnuplot and jq.
 #
 #   tools/scale.sh [OUT_DIR]          default OUT_DIR: scale-results/
-#   SIZES="100 1000" tools/scale.sh   juice model sizes (default: 100 250 500 1000)
-#   BSIZES="..."                      broadcast sizes (default: 100 250 500 1000 2000)
+#   SIZES="100 1000" tools/scale.sh   juice model sizes (default: 1000 300 100)
+#   BSIZES="..."                      broadcast sizes (default: 100 300 1000 2000)
 #   BUDDIES=10 IDLE=300               buddies per user, idle window (s)
 #   PLOT_ONLY=1 tools/scale.sh DIR    redraw the plots from DIR's JSON
 #
@@ -16,9 +16,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-scale-results}"
 build="${JUICE_BUILD_DIR:-build}"
-sim="$build/tools/juice-sim"
-sizes="${SIZES:-100 250 500 1000}"
-bsizes="${BSIZES:-100 250 500 1000 2000}"
+sim="${JUICE_SIM:-$build/tools/juice-sim}"  # (JUICED=path picks the juiced it spawns)
+sizes="${SIZES:-1000 300 100}"
+bsizes="${BSIZES:-100 300 1000 2000}"
 buddies="${BUDDIES:-10}"
 idle="${IDLE:-300}"
 mkdir -p "$out"
@@ -30,16 +30,19 @@ if [ -z "${PLOT_ONLY:-}" ]; then
   [ -x "$sim" ] || { echo "scale.sh: $sim is missing; run tools/setup.sh first" >&2; exit 2; }
   # Many sockets and threads in one process.
   ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-  for n in $bsizes; do
-    echo "scale.sh: broadcast model, N=$n" >&2
-    "$sim" --out "$out/broadcast-$n.json" broadcast --nodes "$n" --buddies "$buddies" --window 120
-  done
   for n in $sizes; do
     echo "scale.sh: juice model, N=$n" >&2
     "$sim" --out "$out/dht-$n.json" dht --nodes "$n" --buddies "$buddies" --idle "$idle" --samples
   done
-  echo "scale.sh: idle traffic against offline buddies" >&2
-  "$sim" --out "$out/buddies.json" buddies --nodes 100 --probes 0,10,25,50,100 --idle "$idle"
+  # The buddies run measures bytes only, so the broadcast runs (which load
+  # the CPU) go beside it.
+  echo "scale.sh: idle traffic against offline buddies, and the broadcast model" >&2
+  "$sim" --out "$out/buddies.json" buddies --nodes 100 --probes 0,10,25,50,100 --idle "$idle" &
+  for n in $bsizes; do
+    echo "scale.sh: broadcast model, N=$n" >&2
+    "$sim" --out "$out/broadcast-$n.json" broadcast --nodes "$n" --buddies "$buddies" --window 120
+  done
+  wait
 fi
 
 # ---- tables ---------------------------------------------------------------

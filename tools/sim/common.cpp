@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 #include <thread>
 
@@ -68,8 +69,18 @@ std::string host_address(int net, int i) {
     return "127." + std::to_string(net) + "." + std::to_string(i / 250) + "." + std::to_string(i % 250 + 2);
 }
 
+namespace {
+bool g_raw = false;
+}
+
+void set_raw_samples(bool on) {
+    g_raw = on;
+}
+
 nlohmann::json summarize(std::vector<double> v) {
-    if (v.empty()) return {{"n", 0}};
+    if (v.empty())
+        return g_raw ? nlohmann::json{{"n", 0}, {"samples", nlohmann::json::array()}}
+                     : nlohmann::json{{"n", 0}};
     std::sort(v.begin(), v.end());
     auto pct = [&](double p) {
         return v[std::min(v.size() - 1,
@@ -77,9 +88,70 @@ nlohmann::json summarize(std::vector<double> v) {
     };
     double sum = 0;
     for (double x : v) sum += x;
-    return {{"n", v.size()},    {"mean", sum / static_cast<double>(v.size())},
-            {"p50", pct(0.5)},  {"p90", pct(0.9)},
-            {"p99", pct(0.99)}, {"max", v.back()}};
+    nlohmann::json out{{"n", v.size()},    {"mean", sum / static_cast<double>(v.size())},
+                       {"p50", pct(0.5)},  {"p90", pct(0.9)},
+                       {"p99", pct(0.99)}, {"max", v.back()}};
+    if (g_raw) out["samples"] = v;
+    return out;
+}
+
+nlohmann::json merge_reports(const std::vector<nlohmann::json>& parts) {
+    using nlohmann::json;
+    if (parts.empty()) return nullptr;
+    const json& first = parts.front();
+    if (first.is_object()) {
+        if (first.contains("samples") && first.contains("n")) {
+            std::vector<double> all;
+            for (const auto& p : parts)
+                if (p.contains("samples"))
+                    for (const auto& x : p["samples"]) all.push_back(x.get<double>());
+            return summarize(std::move(all));
+        }
+        json out = json::object();
+        std::set<std::string> keys;
+        for (const auto& p : parts)
+            if (p.is_object())
+                for (const auto& [k, v] : p.items()) keys.insert(k);
+        // Numbers that add up over processes; every other number is averaged.
+        static const std::set<std::string> counts{
+            "expected_pairs", "delivered_pairs",       "users", "left", "joined", "not_connected", "nodes",
+            "users_in_pool",  "cpu_share_of_one_core", "cpu_s"};
+        for (const auto& k : keys) {
+            std::vector<json> sub;
+            for (const auto& p : parts)
+                if (p.is_object() && p.contains(k)) sub.push_back(p[k]);
+            if (counts.count(k) && sub.front().is_number()) {
+                double sum = 0;
+                for (const auto& x : sub) sum += x.get<double>();
+                out[k] = sum;
+            } else {
+                out[k] = merge_reports(sub);
+            }
+        }
+        if (out.contains("expected_pairs") && out.contains("delivered_pairs")) {
+            const double e = out["expected_pairs"].get<double>();
+            out["delivered_share"] = e > 0 ? out["delivered_pairs"].get<double>() / e : 1.0;
+        }
+        return out;
+    }
+    if (first.is_array()) {
+        json out = json::array();
+        for (const auto& p : parts)
+            if (p.is_array())
+                for (const auto& x : p) out.push_back(x);
+        return out;
+    }
+    if (first.is_number() && !first.is_boolean()) {
+        double sum = 0;
+        int n = 0;
+        for (const auto& p : parts)
+            if (p.is_number()) {
+                sum += p.get<double>();
+                ++n;
+            }
+        return n ? json(sum / n) : first;
+    }
+    return first;
 }
 
 long self_rss_kib() {

@@ -10,11 +10,13 @@
 #include "sim.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sys/select.h>
 #include <asio.hpp>
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
+#include <fstream>
 #include <future>
 #include <map>
 #include <memory>
@@ -439,11 +441,12 @@ private:
     std::thread m_thread;
 };
 
-// Waits until `pending()` is 0 or `grace` has passed.
+// Waits until `pending()` is 0 or `grace` has passed; with `full`, always
+// the whole grace (processes of a group keep in step).
 template <typename F>
-void settle(F pending, std::chrono::seconds grace) {
+void settle(F pending, std::chrono::seconds grace, bool full = false) {
     const auto deadline = clk::now() + grace;
-    while (clk::now() < deadline && pending() > 0) std::this_thread::sleep_for(200ms);
+    while (clk::now() < deadline && (full || pending() > 0)) std::this_thread::sleep_for(200ms);
 }
 
 void say(const char* fmt, auto... args) {
@@ -462,6 +465,14 @@ void spread(int count, double seconds, F fn) {
         std::this_thread::sleep_until(due);
         fn(k);
     }
+}
+
+// Users a run needs keys for: those online at first, those that come
+// online, churn's joiners and the mass login.
+int pool_size(const DhtConfig& cfg) {
+    const int n = cfg.nodes;
+    return n + (cfg.online ? cfg.online : std::max(1, n / 20)) + static_cast<int>(n * cfg.churn + 0.5) +
+           (cfg.mass_login ? cfg.mass_login : std::max(1, n / 10));
 }
 
 std::uint64_t pick_seed(std::uint64_t seed) {
@@ -490,18 +501,26 @@ json bootstrap_stats(test::JuicedBootstrap& boot) {
 
 }  // namespace
 
+namespace {
+json run_group(const DhtConfig& cfg, int procs);
+}
+
 json run_dht(const DhtConfig& cfg) {
+    const int procs = cfg.procs ? cfg.procs : (cfg.nodes + k_users_per_process - 1) / k_users_per_process;
+    if (cfg.join.empty() && procs > 1) return run_group(cfg, procs);
     const std::uint64_t seed = pick_seed(cfg.seed);
     std::mt19937_64 rng(seed);
     const int n = cfg.nodes;
     const int n_online = cfg.online ? cfg.online : std::max(1, n / 20);
     const int n_churn = static_cast<int>(n * cfg.churn + 0.5);
     const int n_mass = cfg.mass_login ? cfg.mass_login : std::max(1, n / 10);
-    const int pool = n + n_online + n_churn + n_mass;
+    const int pool = pool_size(cfg);
     say("seed %llu; %d users online of %d, %d buddies each", static_cast<unsigned long long>(seed), n, pool,
         cfg.buddies);
 
-    auto ids = identity_pool(cfg.key_cache.empty() ? default_key_cache() : cfg.key_cache, pool, cfg.key_bits);
+    auto ids = identity_pool(cfg.key_cache.empty() ? default_key_cache() : cfg.key_cache,
+                             cfg.key_offset + pool, cfg.key_bits);
+    ids.erase(ids.begin(), ids.begin() + cfg.key_offset);
     std::shuffle(ids.begin(), ids.end(), rng);  // a different user set each seed
     auto graph = buddy_graph(pool, cfg.buddies, rng);
     double mean_degree = 0;
@@ -509,10 +528,16 @@ json run_dht(const DhtConfig& cfg) {
     mean_degree /= pool;
 
     test::TempDir dir;
-    const auto network = test::random_network_id();
-    auto boot = start_bootstrap(dir.path(), network);
+    std::unique_ptr<test::JuicedBootstrap> boot;
+    auto network = cfg.network;
+    std::string bootstrap = cfg.join;
+    if (bootstrap.empty()) {
+        network = test::random_network_id();
+        boot = start_bootstrap(dir.path(), network);
+        bootstrap = boot->address();
+    }
     const double rss_base = static_cast<double>(self_rss_kib());
-    World world(std::move(ids), std::move(graph), boot->address(), network, cfg.stable_listens,
+    World world(std::move(ids), std::move(graph), bootstrap, network, cfg.stable_listens,
                 std::chrono::seconds(cfg.republish_s));
     Republisher republisher(world);
 
@@ -539,6 +564,9 @@ json run_dht(const DhtConfig& cfg) {
     const double login_cpu0 = self_cpu_seconds();
     spread(n, n / cfg.login_rate, [&](int k) { world.start(k, false, "login"); });
     auto connect = world.wait_connected(first, 60s);
+    if (cfg.fixed_phases)
+        std::this_thread::sleep_until(login_t0 +
+                                      std::chrono::seconds(n / static_cast<int>(cfg.login_rate) + 20));
     int never = static_cast<int>(std::count(connect.begin(), connect.end(), -1.0));
     std::erase(connect, -1.0);
     report["login"] = {{"connect_ms", summarize(connect)},
@@ -553,7 +581,7 @@ json run_dht(const DhtConfig& cfg) {
     //    the first record of a buddy that is online.
     say("lookup: every user watches its buddies, within %d s", cfg.watch_spread_s);
     spread(n, cfg.watch_spread_s, [&](int k) { world.watch_buddies(k); });
-    settle([&] { return world.lookups_pending(); }, std::chrono::seconds(cfg.grace_s * 3));
+    settle([&] { return world.lookups_pending(); }, std::chrono::seconds(cfg.grace_s * 3), cfg.fixed_phases);
     auto lookups = world.take_lookups();
     report["lookup"] = {{"latency_ms", summarize(lookups)}, {"missed", 0}};
     std::this_thread::sleep_for(5s);
@@ -571,7 +599,7 @@ json run_dht(const DhtConfig& cfg) {
     //    update_spread_s.
     say("update: every user publishes a status change within %d s", cfg.update_spread_s);
     spread(n, cfg.update_spread_s, [&](int k) { world.publish(k, "away", "update"); });
-    settle([&] { return world.pending("update"); }, std::chrono::seconds(cfg.grace_s));
+    settle([&] { return world.pending("update"); }, std::chrono::seconds(cfg.grace_s), cfg.fixed_phases);
     report["update"] = world.phase_report("update", cfg.samples);
 
     // 4. Idle: nothing happens; what each user's node sends and receives.
@@ -584,7 +612,7 @@ json run_dht(const DhtConfig& cfg) {
     const double idle_secs = ms_between(idle_t0, clk::now()) / 1000;
     report["idle"] = World::rates(s0, s1, idle_secs);
     report["idle"]["cpu_share_of_one_core"] = (self_cpu_seconds() - idle_cpu0) / idle_secs;
-    report["bootstrap_after_idle"] = bootstrap_stats(*boot);
+    if (boot) report["bootstrap_after_idle"] = bootstrap_stats(*boot);
 
     // 5. A buddy comes online: fresh users start (watching their buddies)
     //    one by one; their record is timed to each online buddy.
@@ -592,7 +620,7 @@ json run_dht(const DhtConfig& cfg) {
     int next = n;
     spread(n_online, 10, [&](int k) { world.start(next + k, true, "online"); });
     next += n_online;
-    settle([&] { return world.pending("online"); }, std::chrono::seconds(cfg.grace_s));
+    settle([&] { return world.pending("online"); }, std::chrono::seconds(cfg.grace_s), cfg.fixed_phases);
     report["buddy_online"] = world.phase_report("online", cfg.samples);
     report["buddy_online"]["lookup_ms"] = summarize(world.take_lookups());
 
@@ -626,7 +654,7 @@ json run_dht(const DhtConfig& cfg) {
     auto c1 = world.snapshot();
     const double churn_secs = ms_between(churn_t0, clk::now()) / 1000;
     settle([&] { return world.pending("churn_join") + world.pending("churn_leave"); },
-           std::chrono::seconds(cfg.grace_s));
+           std::chrono::seconds(cfg.grace_s), cfg.fixed_phases);
     report["churn"] = {{"left", leavers.size()},
                        {"joined", n_churn},
                        {"stayers_traffic", World::rates(c0, c1, churn_secs, &stayers)},
@@ -644,7 +672,7 @@ json run_dht(const DhtConfig& cfg) {
     });
     auto mass_connect = world.wait_connected(mass, 60s);
     settle([&] { return world.pending("mass_login") + world.lookups_pending(); },
-           std::chrono::seconds(cfg.grace_s));
+           std::chrono::seconds(cfg.grace_s), cfg.fixed_phases);
     std::erase(mass_connect, -1.0);
     report["mass_login"] = {{"users", mass.size()},
                             {"connect_ms", summarize(mass_connect)},
@@ -653,7 +681,7 @@ json run_dht(const DhtConfig& cfg) {
                             {"cpu_share_of_one_core",
                              (self_cpu_seconds() - mass_cpu0) / (ms_between(mass_t0, clk::now()) / 1000)}};
     report["republish"] = world.phase_report("republish", false);
-    report["bootstrap_at_end"] = bootstrap_stats(*boot);
+    if (boot) report["bootstrap_at_end"] = bootstrap_stats(*boot);
     say("done");
     return report;
 }
@@ -737,4 +765,149 @@ json run_buddies(const BuddiesConfig& cfg) {
             {"background", World::rates(s0, s1, secs, &background)}};
 }
 
+}  // namespace juice::sim
+
+namespace juice::sim {
+namespace {
+
+void strip_raw(json& j, bool keep_cdf) {
+    if (j.is_object()) {
+        j.erase("samples");
+        if (!keep_cdf) j.erase("samples_ms");
+        for (auto& [k, v] : j.items()) strip_raw(v, keep_cdf);
+    } else if (j.is_array()) {
+        for (auto& v : j) strip_raw(v, keep_cdf);
+    }
+}
+
+// Runs the scenario in `procs` processes of this program over one network
+// (one bootstrap node, started here), each with its share of the users and
+// of every scenario size, in step (fixed phase times), and merges their
+// reports. Buddies are within a process; the DHT (routing, storage,
+// listens) spans all of them.
+json run_group(const DhtConfig& cfg, int procs) {
+    const std::uint64_t seed = pick_seed(cfg.seed);
+    const auto cache = cfg.key_cache.empty() ? default_key_cache() : cfg.key_cache;
+    std::vector<DhtConfig> parts;
+    int total_pool = 0;
+    for (int k = 0; k < procs; ++k) {
+        DhtConfig c = cfg;
+        c.nodes = cfg.nodes / procs + (k < cfg.nodes % procs ? 1 : 0);
+        c.online = cfg.online ? std::max(1, cfg.online / procs) : 0;
+        c.mass_login = cfg.mass_login ? std::max(1, cfg.mass_login / procs) : 0;
+        c.login_rate = std::max(1.0, cfg.login_rate / procs);
+        c.key_offset = total_pool;
+        c.seed = seed + static_cast<std::uint64_t>(k) + 1;
+        total_pool += pool_size(c);
+        parts.push_back(c);
+    }
+    say("seed %llu; %d users over %d processes (OpenDHT's select() limits a process to %d descriptors)",
+        static_cast<unsigned long long>(seed), cfg.nodes, procs, FD_SETSIZE);
+    (void)identity_pool(cache, total_pool, cfg.key_bits);  // make the missing keys once, here
+
+    test::TempDir dir;
+    const auto network = test::random_network_id();
+    auto boot = start_bootstrap(dir.path(), network);
+    std::vector<std::unique_ptr<test::Process>> children;
+    for (int k = 0; k < procs; ++k) {
+        const auto& c = parts[static_cast<std::size_t>(k)];
+        auto num = [](auto x) { return std::to_string(x); };
+        std::vector<std::string> args{"--log-level",
+                                      "error",
+                                      "--out",
+                                      (dir.path() / ("part-" + num(k) + ".json")).string(),
+                                      "dht",
+                                      "--nodes",
+                                      num(c.nodes),
+                                      "--buddies",
+                                      num(c.buddies),
+                                      "--login-rate",
+                                      num(c.login_rate),
+                                      "--settle",
+                                      num(c.settle_s),
+                                      "--watch-spread",
+                                      num(c.watch_spread_s),
+                                      "--update-spread",
+                                      num(c.update_spread_s),
+                                      "--idle",
+                                      num(c.idle_s),
+                                      "--online",
+                                      num(c.online),
+                                      "--churn",
+                                      num(c.churn),
+                                      "--churn-spread",
+                                      num(c.churn_spread_s),
+                                      "--churn-window",
+                                      num(c.churn_window_s),
+                                      "--mass-login",
+                                      num(c.mass_login),
+                                      "--mass-login-s",
+                                      num(c.mass_login_s),
+                                      "--grace",
+                                      num(c.grace_s),
+                                      "--key-bits",
+                                      num(c.key_bits),
+                                      "--key-cache",
+                                      cache.string(),
+                                      "--seed",
+                                      num(c.seed),
+                                      "--republish",
+                                      num(c.republish_s),
+                                      "--procs",
+                                      "1",
+                                      "--join",
+                                      boot->address(),
+                                      "--network",
+                                      num(network),
+                                      "--key-offset",
+                                      num(c.key_offset),
+                                      "--fixed-phases",
+                                      "--raw"};
+        if (cfg.samples) args.push_back("--samples");
+        if (!cfg.stable_listens) args.push_back("--no-stable-listens");
+        children.push_back(std::make_unique<test::Process>("/proc/self/exe", args,
+                                                           dir.path() / ("part-" + num(k) + ".log")));
+    }
+    // Progress: the first process's lines.
+    std::size_t shown = 0;
+    std::vector<int> codes(children.size(), -1);
+    const auto deadline = clk::now() + std::chrono::hours(3);
+    for (;;) {
+        bool running = false;
+        for (std::size_t k = 0; k < children.size(); ++k)
+            if (codes[k] == -1) {
+                codes[k] = children[k]->wait(0ms);
+                running = running || codes[k] == -1;
+            }
+        auto log = children.front()->log();
+        if (log.size() > shown) {
+            std::fprintf(stderr, "[1/%d] %s", procs, log.substr(shown).c_str());
+            shown = log.size();
+        }
+        if (!running || clk::now() > deadline) break;
+        std::this_thread::sleep_for(1s);
+    }
+    std::vector<json> reports;
+    for (std::size_t k = 0; k < children.size(); ++k) {
+        if (codes[k] != 0)
+            throw std::runtime_error("simulation process " + std::to_string(k + 1) + " failed (exit " +
+                                     std::to_string(codes[k]) + "): " + children[k]->log());
+        std::ifstream in(dir.path() / ("part-" + std::to_string(k) + ".json"));
+        reports.push_back(json::parse(in));
+    }
+    json merged = merge_reports(reports);
+    strip_raw(merged, cfg.samples);
+    auto config = reports.front()["config"];
+    config["nodes"] = cfg.nodes;
+    config["users_in_pool"] = total_pool;
+    config["login_rate_per_s"] = cfg.login_rate;
+    config["seed"] = seed;
+    config["processes"] = procs;
+    merged["config"] = config;
+    merged["bootstrap_at_end"] = bootstrap_stats(*boot);
+    merged["model"] = "juice-dht";
+    return merged;
+}
+
+}  // namespace
 }  // namespace juice::sim

@@ -65,6 +65,15 @@ int main(int argc, char** argv) {
     dht->add_option("--republish", d.republish_s,
                     "seconds between each user's fresh records, as juiced (0 = never)")
         ->check(CLI::Range(0, 3600));
+    dht->add_option("--procs", d.procs, "processes to spread the users over (0 = one per 150 users)")
+        ->check(CLI::Range(0, 64));
+    bool raw = false;
+    dht->add_option("--join", d.join, "(a group's process) join this bootstrap node instead of starting one");
+    dht->add_option("--network", d.network, "(a group's process) the network id of --join");
+    dht->add_option("--key-offset", d.key_offset, "(a group's process) first key of the cache to use")
+        ->check(CLI::Range(0, 1000000));
+    dht->add_flag("--fixed-phases", d.fixed_phases, "(a group's process) give every phase its whole time");
+    dht->add_flag("--raw", raw, "(a group's process) keep raw samples in the report, for merging");
     dht->add_flag("!--no-stable-listens", d.stable_listens,
                   "refresh listens every 20 s (OpenDHT's default) instead of every 4 min 50 s");
 
@@ -99,6 +108,7 @@ int main(int argc, char** argv) {
 
     CLI11_PARSE(app, argc, argv);
     spdlog::set_level(spdlog::level::from_str(log_level));
+    set_raw_samples(raw);
 
     // Each simulated node holds a few sockets: raise the soft fd limit.
     rlimit lim{};

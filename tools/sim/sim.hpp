@@ -45,7 +45,15 @@ std::filesystem::path default_key_cache();
 std::string host_address(int net, int i);
 
 // A summary of a sample: n, mean, p50, p90, p99, max (same unit as the input).
+// With set_raw_samples(true) it also carries the sample itself ("samples"),
+// so that reports of several processes can be merged (merge_reports).
 nlohmann::json summarize(std::vector<double> v);
+void set_raw_samples(bool on);
+
+// Merges reports of the same scenario run by several processes over one
+// network: samples are pooled and summarized again, counts added, other
+// numbers averaged, delivered shares recomputed.
+nlohmann::json merge_reports(const std::vector<nlohmann::json>& parts);
 
 // This process's resident memory (KiB) and CPU time (user + system, s).
 long self_rss_kib();
@@ -73,7 +81,21 @@ struct DhtConfig {
     bool samples = false;        // include raw latency samples (for CDF plots)
     bool stable_listens = true;  // DhtNode::Options::stable_listens
     int republish_s = 1800;      // a fresh record this often, as juiced --presence-refresh (0 = never)
+    // Processes to spread the users over (0 = one per k_users_per_process).
+    // OpenDHT 2.4.12's UdpSocket waits with select(), so no socket of a
+    // process may have a descriptor >= FD_SETSIZE (1024): with ~4 per user,
+    // a process holds a few hundred users at most.
+    int procs = 0;
+    // Set for the processes of a group (run by the first): join this
+    // bootstrap node on this network instead of starting one, use keys
+    // from key_offset on, and give every phase its full time so that all
+    // processes go through the phases together.
+    std::string join;
+    std::uint64_t network = 0;
+    int key_offset = 0;
+    bool fixed_phases = false;
 };
+inline constexpr int k_users_per_process = 150;
 nlohmann::json run_dht(const DhtConfig& cfg);
 
 // Idle traffic against the number of (offline) buddies: a background of
