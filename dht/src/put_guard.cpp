@@ -1,5 +1,7 @@
 #include "put_guard.hpp"
 
+#include "msgpack_text.hpp"
+
 #include <msgpack.hpp>
 
 #include <algorithm>
@@ -20,11 +22,7 @@ using Obj = msgpack::object;
 // - keys of the request map ("a") must be str, the last occurrence wins;
 // - keys inside a value are found with findMapValue: str only, first wins;
 // - strings compared as values ("y", "q") may be str or bin.
-std::optional<std::string_view> text(const Obj& o) {
-    if (o.type == msgpack::type::STR) return std::string_view(o.via.str.ptr, o.via.str.size);
-    if (o.type == msgpack::type::BIN) return std::string_view(o.via.bin.ptr, o.via.bin.size);
-    return std::nullopt;
-}
+constexpr auto text = msgpack_text;
 
 const Obj* last_key(const Obj& map, std::string_view key, bool bin_keys) {
     if (map.type != msgpack::type::MAP) return nullptr;

@@ -1,5 +1,7 @@
 #include "traffic_kind.hpp"
 
+#include "msgpack_text.hpp"
+
 #include <msgpack.hpp>
 
 #include <optional>
@@ -11,11 +13,7 @@ namespace {
 
 using Obj = msgpack::object;
 
-std::optional<std::string_view> text(const Obj& o) {
-    if (o.type == msgpack::type::STR) return std::string_view(o.via.str.ptr, o.via.str.size);
-    if (o.type == msgpack::type::BIN) return std::string_view(o.via.bin.ptr, o.via.bin.size);
-    return std::nullopt;
-}
+constexpr auto text = msgpack_text;
 
 // The transaction id as bytes (OpenDHT sends 4 bytes, or an integer).
 std::string tid_key(const Obj& o) {

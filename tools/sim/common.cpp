@@ -1,5 +1,7 @@
 #include "sim.hpp"
 
+#include "harness.hpp"
+
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -82,10 +84,7 @@ nlohmann::json summarize(std::vector<double> v) {
         return g_raw ? nlohmann::json{{"n", 0}, {"samples", nlohmann::json::array()}}
                      : nlohmann::json{{"n", 0}};
     std::sort(v.begin(), v.end());
-    auto pct = [&](double p) {
-        return v[std::min(v.size() - 1,
-                          static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5))];
-    };
+    auto pct = [&](double p) { return test::percentile(v, p); };
     double sum = 0;
     for (double x : v) sum += x;
     nlohmann::json out{{"n", v.size()},    {"mean", sum / static_cast<double>(v.size())},

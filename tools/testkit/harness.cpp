@@ -569,13 +569,16 @@ int proc_fd_count(int pid) {
     return n;
 }
 
+double percentile(const std::vector<double>& sorted, double p) {
+    if (sorted.empty()) return 0;
+    return sorted[std::min(sorted.size() - 1,
+                           static_cast<std::size_t>(p * static_cast<double>(sorted.size() - 1) + 0.5))];
+}
+
 nlohmann::json summarize_ms(std::vector<double> v) {
     if (v.empty()) return {{"n", 0}};
     std::sort(v.begin(), v.end());
-    auto pct = [&](double p) {
-        return v[std::min(v.size() - 1,
-                          static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5))];
-    };
+    auto pct = [&](double p) { return percentile(v, p); };
     double sum = 0;
     for (double x : v) sum += x;
     return {{"n", v.size()},       {"p50_ms", pct(0.5)}, {"p95_ms", pct(0.95)},

@@ -247,6 +247,8 @@ int proc_fd_count(int pid);
 // Latencies in ms -> {n, p50_ms, p95_ms, p99_ms, max_ms, mean_ms} (just
 // {n: 0} when empty), as the benchmarks print them.
 nlohmann::json summarize_ms(std::vector<double> v);
+// The p-quantile (0..1, nearest rank) of an ascending sample; 0 if empty.
+double percentile(const std::vector<double>& sorted, double p);
 
 // `sh -c cmd`: true on exit status 0. For tools the tests drive (sox,
 // espeak-ng, tshark); quote arguments yourself.
