@@ -104,8 +104,8 @@ set title "Per-user traffic against network size (idle, bytes/min in+out)"
 set xlabel "users online (N)"
 set ylabel "bytes per minute per user"
 set logscale xy
-plot "$out/traffic.dat" using 1:(\$2 eq "?" ? 1/0 : \$2) with linespoints lw 2 pt 7 title "juice (DHT), mean", \
-     "$out/traffic.dat" using 1:(\$4 eq "?" ? 1/0 : \$4) with linespoints lw 2 pt 5 title "broadcast relay, mean"
+plot "$out/traffic.dat" using 1:(strcol(2) eq "?" ? 1/0 : \$2) with linespoints lw 2 pt 7 title "juice (DHT), mean", \
+     "$out/traffic.dat" using 1:(strcol(4) eq "?" ? 1/0 : \$4) with linespoints lw 2 pt 5 title "broadcast relay, mean"
 unset logscale
 
 set output "$out/presence-cdf.png"
