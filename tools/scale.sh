@@ -32,7 +32,10 @@ if [ -z "${PLOT_ONLY:-}" ]; then
   ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   for n in $sizes; do
     echo "scale.sh: juice model, N=$n" >&2
-    "$sim" --out "$out/dht-$n.json" dht --nodes "$n" --buddies "$buddies" --idle "$idle" --samples
+    # A gentle login: at 40 users/s with every watch within 20 s, 1000 users
+    # overload 2 cores for good (docs/SCALE.md, "1000 users on 2 cores").
+    "$sim" --out "$out/dht-$n.json" dht --nodes "$n" --buddies "$buddies" --idle "$idle" --samples \
+      --login-rate 10 --watch-spread "$(( n / 10 > 20 ? n / 10 : 20 ))"
   done
   # The buddies run measures bytes only, so the broadcast runs (which load
   # the CPU) go beside it.
