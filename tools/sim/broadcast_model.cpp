@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <random>
@@ -86,16 +87,7 @@ json run_broadcast(const BroadcastConfig& cfg) {
     const int n = cfg.nodes;
     const std::size_t ping_size = std::max(ping_payload_size(), k_header);
 
-    // Buddies: the same kind of random graph as the DHT model (mutual).
-    std::vector<std::set<int>> buddies(static_cast<std::size_t>(n));
-    std::uniform_int_distribution<int> pick(0, n - 1);
-    for (int i = 0; i < n; ++i)
-        for (int t = 0; static_cast<int>(buddies[i].size()) < cfg.buddies && t < cfg.buddies * 20; ++t) {
-            int j = pick(rng);
-            if (j == i || buddies[j].size() >= static_cast<std::size_t>(cfg.buddies)) continue;
-            buddies[i].insert(j);
-            buddies[j].insert(i);
-        }
+    const auto buddies = buddy_graph(n, cfg.buddies, rng);  // the DHT model's kind of graph
 
     const int relay = udp_socket("127.20.0.1");
     const sockaddr_in relay_addr = bound(relay);
@@ -177,7 +169,7 @@ json run_broadcast(const BroadcastConfig& cfg) {
                 }
                 auto& nm = next_msg[static_cast<std::size_t>(i)];
                 if (nm <= now) {
-                    auto& b = buddies[static_cast<std::size_t>(i)];
+                    const auto& b = buddies[static_cast<std::size_t>(i)];
                     int to =
                         b.empty() ? (i + 1) % n : *std::next(b.begin(), static_cast<long>(rng() % b.size()));
                     send(i, k_message, to, k_header + k_message_body);
@@ -201,7 +193,9 @@ json run_broadcast(const BroadcastConfig& cfg) {
                     std::memcpy(&to, &in[5], 4);
                     std::memcpy(&t, &in[9], 8);
                     bool mine = in[0] == k_ping
-                                    ? buddies[static_cast<std::size_t>(i)].count(static_cast<int>(from)) > 0
+                                    ? std::binary_search(buddies[static_cast<std::size_t>(i)].begin(),
+                                                         buddies[static_cast<std::size_t>(i)].end(),
+                                                         static_cast<int>(from))
                                     : to == static_cast<std::uint32_t>(i);
                     if (mine) {
                         s.kept++;

@@ -34,24 +34,6 @@ using json = nlohmann::json;
 using dht::DhtNode;
 using dht::PresenceRecord;
 
-// A random, nearly regular buddy graph over `pool` users: each gets up to
-// `degree` buddies, and buddyship is mutual (as contacts are in juice).
-std::vector<std::vector<int>> buddy_graph(int pool, int degree, std::mt19937_64& rng) {
-    std::vector<std::set<int>> adj(static_cast<std::size_t>(pool));
-    std::uniform_int_distribution<int> pick(0, pool - 1);
-    for (int i = 0; i < pool; ++i) {
-        for (int tries = 0; static_cast<int>(adj[i].size()) < degree && tries < degree * 20; ++tries) {
-            int j = pick(rng);
-            if (j == i || adj[j].size() >= static_cast<std::size_t>(degree) || adj[i].count(j)) continue;
-            adj[i].insert(j);
-            adj[j].insert(i);
-        }
-    }
-    std::vector<std::vector<int>> out;
-    for (auto& s : adj) out.emplace_back(s.begin(), s.end());
-    return out;
-}
-
 // The loop DhtNode delivers its callbacks on (the daemon's event loop in
 // juiced): one asio thread for all simulated users.
 class Loop {

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,10 @@ std::vector<crypto::Identity> identity_pool(const std::filesystem::path& dir, in
 // The default key cache: $XDG_CACHE_HOME/juice-sim, else ~/.cache/juice-sim,
 // else /tmp/juice-sim-cache.
 std::filesystem::path default_key_cache();
+
+// A random, nearly regular buddy graph over `pool` users: each gets up to
+// `degree` buddies, buddyship is mutual, and each list is sorted.
+std::vector<std::vector<int>> buddy_graph(int pool, int degree, std::mt19937_64& rng);
 
 // The i-th simulated host's IPv4 address: 127.<net>.<hi>.<lo>, never .0 or
 // .255 in the last byte (the broadcast model's clients).
