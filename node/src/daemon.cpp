@@ -357,7 +357,7 @@ struct Daemon::Impl {
                     spdlog::warn("link: {} handshakes in progress, refusing a connection", incoming.size());
                 } else {
                     auto link = std::make_shared<Link>(
-                        std::move(sock), crypto::TlsEngine::Role::server, identity, std::nullopt,
+                        io.get_executor(), std::make_shared<TcpStream>(std::move(sock)), crypto::TlsEngine::Role::server, identity, std::nullopt,
                         [this](const UserId& id) { return accepts(id); }, timeouts(), link_callbacks());
                     incoming.insert(link);
                     link->start();
@@ -433,7 +433,8 @@ struct Daemon::Impl {
             if (pit == peers.end()) return;
             pit->second.connecting = false;
             if (stopping || pit->second.link) return;
-            auto link = std::make_shared<Link>(std::move(at->sock), crypto::TlsEngine::Role::client, identity,
+            auto link = std::make_shared<Link>(io.get_executor(), std::make_shared<TcpStream>(std::move(at->sock)),
+                                               crypto::TlsEngine::Role::client, identity,
                                                at->peer, nullptr, timeouts(), link_callbacks());
             pit->second.dialing = link;
             link->start();

@@ -1,7 +1,6 @@
 #include "link.hpp"
 
 #include <spdlog/spdlog.h>
-#include <asio/write.hpp>
 
 namespace juice::node {
 
@@ -11,26 +10,23 @@ static std::int64_t unix_ms_now() {
     return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
-Link::Link(asio::ip::tcp::socket socket, crypto::TlsEngine::Role role, const crypto::Identity& self,
-           std::optional<UserId> expected_peer, std::function<bool(const UserId&)> accept_peer,
-           LinkTimeouts timeouts, Callbacks callbacks)
-    : m_socket(std::move(socket)),
+Link::Link(asio::any_io_executor ex, std::shared_ptr<ByteStream> stream, crypto::TlsEngine::Role role,
+           const crypto::Identity& self, std::optional<UserId> expected_peer,
+           std::function<bool(const UserId&)> accept_peer, LinkTimeouts timeouts, Callbacks callbacks)
+    : m_stream(std::move(stream)),
       m_tls(role, self, expected_peer, std::move(accept_peer)),
       m_role(role),
       m_timeouts(timeouts),
       m_cb(std::move(callbacks)),
-      m_timer(m_socket.get_executor()) {
-    std::error_code ec;
-    auto ep = m_socket.remote_endpoint(ec);
-    m_remote = ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
-    if (!ec) m_remote_address = ep.address();
-    auto local = m_socket.local_endpoint(ec);
-    if (!ec) m_local_address = local.address();
-    m_socket.set_option(asio::ip::tcp::no_delay(true), ec);
+      m_timer(std::move(ex)) {
     if (expected_peer) m_peer = *expected_peer;
 }
 
-Link::~Link() = default;
+// A link dropped without close() (the daemon let go of it) stops its stream;
+// after close() the stream finishes sending on its own.
+Link::~Link() {
+    if (!m_closed) m_stream->close();
+}
 
 Result<Bytes> Link::export_keying_material(std::string_view label, std::size_t length,
                                            std::span<const std::uint8_t> context) const {
@@ -47,27 +43,20 @@ void Link::start() {
         if (!ec && self && !self->m_open)
             self->fail(self->m_secure ? "no hello from the peer in time" : "tls handshake timed out");
     });
+    std::weak_ptr<Link> weak = weak_from_this();
+    m_stream->start({[weak](std::span<const std::uint8_t> bytes) {
+                         if (auto self = weak.lock(); self && !self->m_closed) self->on_read(bytes);
+                     },
+                     [weak](const std::string& reason) {
+                         if (auto self = weak.lock()) self->fail(reason);
+                     }});
     if (auto r = m_tls.start(); !r) return fail(r.error().what());
     flush();
-    read_more();
 }
 
-void Link::read_more() {
-    if (m_closed) return;
-    m_socket.async_read_some(asio::buffer(m_rbuf), [self = shared_from_this()](std::error_code ec,
-                                                                               std::size_t n) {
-        if (self->m_closed) return;
-        if (ec) {
-            self->fail(ec == asio::error::eof ? "connection closed by peer" : "read failed: " + ec.message());
-            return;
-        }
-        self->on_read(n);
-    });
-}
-
-void Link::on_read(std::size_t n) {
+void Link::on_read(std::span<const std::uint8_t> bytes) {
     m_last_rx = steady_clock::now();
-    auto fed = m_tls.feed(std::span<const std::uint8_t>(m_rbuf.data(), n));
+    auto fed = m_tls.feed(bytes);
     flush();
     if (!fed) return fail(fed.error().what());
     if (!m_secure && m_tls.state() == crypto::TlsEngine::State::open) {
@@ -108,7 +97,6 @@ void Link::on_read(std::size_t n) {
         }
     }
     if (peer_closed) return fail("peer closed the tls session");
-    read_more();
 }
 
 void Link::send(const Frame& frame) {
@@ -124,27 +112,7 @@ void Link::write_frame(const Frame& frame) {
 
 void Link::flush() {
     auto out = m_tls.take_output();
-    if (!out.empty()) m_out_pending.insert(m_out_pending.end(), out.begin(), out.end());
-    if (m_writing || m_out_pending.empty()) {
-        if (!m_writing && m_close_after_flush) {
-            std::error_code ec;
-            m_socket.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-            m_socket.close(ec);
-        }
-        return;
-    }
-    m_writing = true;
-    m_out_flight.swap(m_out_pending);
-    asio::async_write(m_socket, asio::buffer(m_out_flight),
-                      [self = shared_from_this()](std::error_code ec, std::size_t) {
-                          self->m_writing = false;
-                          self->m_out_flight.clear();
-                          if (ec) {
-                              if (!self->m_closed) self->fail("write failed: " + ec.message());
-                              return;
-                          }
-                          self->flush();
-                      });
+    if (!out.empty()) m_stream->write(out);
 }
 
 void Link::arm_keepalive() {
@@ -163,9 +131,8 @@ void Link::fail(const std::string& reason) {
     if (m_closed) return;
     m_closed = true;
     m_timer.cancel();
-    std::error_code ec;
-    m_socket.close(ec);
-    spdlog::debug("link {} {}: closed: {}", m_peer.hex().substr(0, 8), m_remote, reason);
+    m_stream->close();
+    spdlog::debug("link {} {}: closed: {}", m_peer.hex().substr(0, 8), m_stream->remote_endpoint(), reason);
     if (m_cb.on_closed) {
         auto cb = std::move(m_cb.on_closed);
         m_cb = {};
@@ -178,9 +145,9 @@ void Link::close(const std::string& reason) {
     if (m_open) m_tls.close();
     // Flush the close_notify (and anything queued) before the socket closes.
     m_closed = true;
-    m_close_after_flush = true;
     m_timer.cancel();
     flush();
+    m_stream->close_after_flush();
     if (m_cb.on_closed) {
         auto cb = std::move(m_cb.on_closed);
         m_cb = {};

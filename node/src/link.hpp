@@ -2,7 +2,8 @@
 // carrying length-prefixed msgpack frames (frame.hpp).
 //
 // Owned by the daemon's loop thread; all callbacks run there. A Link is
-// created for an accepted or dialled TCP socket, performs the TLS handshake
+// created for an accepted or dialled ByteStream (a TCP socket, or an ICE
+// session's stream), performs the TLS handshake
 // through crypto::TlsEngine (which checks the peer's key id), sends our
 // hello, and is open once the peer's hello arrives. (In TLS 1.3 a client sees
 // the handshake finish before the server has checked the client's
@@ -13,8 +14,8 @@
 
 #include "juice/crypto/tls.hpp"
 #include "juice/node/frame.hpp"
+#include "transport.hpp"
 
-#include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
 
 #include <chrono>
@@ -39,9 +40,9 @@ public:
         std::function<void(Link&, const std::string& reason)> on_closed;  // once
     };
 
-    Link(asio::ip::tcp::socket socket, crypto::TlsEngine::Role role, const crypto::Identity& self,
-         std::optional<UserId> expected_peer, std::function<bool(const UserId&)> accept_peer,
-         LinkTimeouts timeouts, Callbacks callbacks);
+    Link(asio::any_io_executor ex, std::shared_ptr<ByteStream> stream, crypto::TlsEngine::Role role,
+         const crypto::Identity& self, std::optional<UserId> expected_peer,
+         std::function<bool(const UserId&)> accept_peer, LinkTimeouts timeouts, Callbacks callbacks);
     ~Link();
 
     void start();
@@ -55,44 +56,37 @@ public:
     const HelloFrame& peer_hello() const { return m_peer_hello; }
     bool outgoing() const { return m_role == crypto::TlsEngine::Role::client; }
     const UserId& peer() const { return m_peer; }
-    std::string remote_endpoint() const { return m_remote; }
+    std::string remote_endpoint() const { return m_stream->remote_endpoint(); }
     // The peer's and our address on this connection (unspecified if unknown).
-    const asio::ip::address& remote_address() const { return m_remote_address; }
-    const asio::ip::address& local_address() const { return m_local_address; }
+    const asio::ip::address& remote_address() const { return m_stream->remote_address(); }
+    const asio::ip::address& local_address() const { return m_stream->local_address(); }
+    LinkPath path() const { return m_stream->path(); }
     // RFC 5705 keying material bound to this TLS session (call keys).
     Result<Bytes> export_keying_material(std::string_view label, std::size_t length,
                                          std::span<const std::uint8_t> context) const;
     std::chrono::steady_clock::time_point opened_at() const { return m_opened_at; }
     std::int64_t opened_unix_ms() const { return m_opened_unix_ms; }
-    std::size_t queued_bytes() const { return m_out_pending.size() + m_out_flight.size(); }
+    std::size_t queued_bytes() const { return m_stream->queued_bytes(); }
 
 private:
-    void read_more();
-    void on_read(std::size_t n);
+    void on_read(std::span<const std::uint8_t> bytes);
     void flush();
     void write_frame(const Frame& frame);
     void fail(const std::string& reason);
     void arm_keepalive();
 
-    asio::ip::tcp::socket m_socket;
+    std::shared_ptr<ByteStream> m_stream;
     crypto::TlsEngine m_tls;
     crypto::TlsEngine::Role m_role;
     FrameDecoder m_decoder;
     LinkTimeouts m_timeouts;
     Callbacks m_cb;
     asio::steady_timer m_timer;
-    std::array<std::uint8_t, 16384> m_rbuf{};
-    Bytes m_out_pending;  // ciphertext waiting for the current write to finish
-    Bytes m_out_flight;   // ciphertext being written
-    bool m_writing = false;
     bool m_secure = false;  // TLS handshake done (our side)
     bool m_open = false;    // peer's hello received
     HelloFrame m_peer_hello;
     bool m_closed = false;
-    bool m_close_after_flush = false;
     UserId m_peer;
-    std::string m_remote;
-    asio::ip::address m_remote_address, m_local_address;
     std::chrono::steady_clock::time_point m_last_rx;
     std::chrono::steady_clock::time_point m_opened_at;
     std::int64_t m_opened_unix_ms = 0;
