@@ -21,6 +21,8 @@ packages=(
   # voice calls (juice_media): Opus, SRTP, speexdsp (jitter buffer,
   # resampler), WAV files in/out, the PulseAudio simple API
   libopus-dev libsrtp2-dev libspeexdsp-dev libsndfile1-dev libpulse-dev
+  # links through NATs (juice_ice): ICE and pseudo-TCP from libnice
+  libnice-dev
   # real peers used by the integration tests (dbus-daemon: a private session
   # bus for the `juice notify` tests; gnutls-bin: gnutls-cli, an independent
   # TLS client for the hostile link tests)
@@ -31,6 +33,9 @@ packages=(
   espeak-ng sox tshark pulseaudio gnuplot-nox
   # tools/scale.sh reads juice-sim's JSON with jq (and plots with gnuplot)
   jq
+  # the NAT lab (tools/natlab.sh, [nat] tests): NAT routers from iptables,
+  # their state flushed with conntrack, a TURN/STUN server from coturn
+  iptables conntrack coturn
 )
 
 missing=()
@@ -47,6 +52,10 @@ if ((${#missing[@]})); then
   # only needs the binary (tests start their own on loopback).
   if [[ " ${missing[*]} " == *" dhtnode "* ]] && command -v systemctl >/dev/null; then
     $sudo systemctl disable --now dhtnode >/dev/null 2>&1 || true
+  fi
+  # Likewise coturn's packaged TURN service: the lab starts its own.
+  if [[ " ${missing[*]} " == *" coturn "* ]] && command -v systemctl >/dev/null; then
+    $sudo systemctl disable --now coturn >/dev/null 2>&1 || true
   fi
 fi
 
