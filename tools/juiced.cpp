@@ -167,8 +167,9 @@ int run_bootstrap_node(const CLI::App& app, const juice::node::Config& cfg, cons
                        std::uint16_t dht_port) {
     for (const char* user_only :
          {"--name", "--key-bits", "--passphrase-file", "--no-passphrase", "--link-port", "--link-bind",
-          "--sync", "--inbox-refresh", "--presence-refresh", "--no-voice", "--audio", "--audio-in",
-          "--audio-out", "--media-port", "--media-announce", "--call-bitrate", "--ring-timeout"})
+          "--sync", "--inbox-refresh", "--presence-refresh", "--presence-dormant-after", "--presence-poll",
+          "--no-voice", "--audio", "--audio-in", "--audio-out", "--media-port", "--media-announce",
+          "--call-bitrate", "--ring-timeout"})
         if (app.count(user_only))
             spdlog::warn("{} is ignored with --bootstrap-node (a bootstrap node has no identity or contacts)",
                          user_only);
@@ -210,6 +211,7 @@ int main(int argc, char** argv) {
     bool no_lan = false;
     unsigned inbox_refresh_s = 240;
     unsigned presence_refresh_s = 1800;
+    unsigned presence_dormant_s = 600, presence_poll_s = 3600;
     bool no_voice = false;
     unsigned ring_timeout_s = 45;
     bool bootstrap_node = false;
@@ -268,6 +270,16 @@ int main(int argc, char** argv) {
                    "buddy about 4 KB)")
         ->check(CLI::Range(60u, 86400u))
         ->capture_default_str();
+    app.add_option(
+           "--presence-dormant-after", presence_dormant_s,
+           "seconds a contact must look offline before its DHT listen sleeps (it wakes when the contact "
+           "knocks, links or is found by a poll); 0 = always listen")
+        ->check(CLI::Range(0u, 86400u))
+        ->capture_default_str();
+    app.add_option("--presence-poll", presence_poll_s,
+                   "seconds between DHT gets of a sleeping contact's presence (0 = never)")
+        ->check(CLI::Range(0u, 86400u))
+        ->capture_default_str();
     app.add_flag("--no-voice", no_voice, "do not offer or accept voice calls");
     app.add_option("--audio", cfg.audio,
                    "sound for calls without WAV files: auto or pulse (the PulseAudio device), null (silence)")
@@ -312,6 +324,8 @@ int main(int argc, char** argv) {
     cfg.lan_discovery = !no_lan;
     cfg.inbox_refresh = std::chrono::seconds(inbox_refresh_s);
     cfg.presence_refresh = std::chrono::seconds(presence_refresh_s);
+    cfg.presence_dormant_after = std::chrono::seconds(presence_dormant_s);
+    cfg.presence_poll = std::chrono::seconds(presence_poll_s);
     cfg.voice = !no_voice;
     cfg.ring_timeout = std::chrono::seconds(ring_timeout_s);
     cfg.sync = sync == "normal" ? juice::node::Store::Sync::normal : juice::node::Store::Sync::full;

@@ -310,7 +310,12 @@ struct WatchEntry {
     odht::InfoHash key;
     std::shared_ptr<WatchState> state;
     std::optional<std::shared_future<std::size_t>> token;  // set while listening on a running runner
+    bool dormant = false;                                  // no listen (set_dormant)
 };
+
+bool is_inbox_type(std::uint16_t type) {
+    return type == k_inbox_type_id || type == k_signal_type_id;
+}
 
 void post_safe(const DhtNode::Post& post, std::function<void()> fn) {
     try {
@@ -490,6 +495,7 @@ struct InboxState {
         odht::Value::Id id;
         odht::Blob data;
         std::uint64_t fp;
+        std::uint16_t type;  // k_inbox_type_id or k_signal_type_id
     };
     static constexpr std::size_t k_max_seen = 16384;
     static constexpr std::size_t k_max_queue_bytes = 8u << 20;
@@ -498,7 +504,7 @@ struct InboxState {
 
     std::mutex mtx;
     bool active = true;
-    std::function<void(const UserId&, Bytes)> on_item;
+    DhtNode::InboxItem on_item;
     std::unordered_set<std::uint64_t> seen;
     std::deque<std::uint64_t> order;
     std::deque<Pending> queue;
@@ -515,8 +521,8 @@ struct InboxState {
     }
 
     // DHT thread. Returns true if a round of opening should be posted.
-    bool offer(odht::Value::Id id, const odht::Blob& data) {
-        auto fp = fingerprint(id, data);
+    bool offer(odht::Value::Id id, const odht::Blob& data, std::uint16_t type) {
+        auto fp = fingerprint(id, data) ^ type;
         std::lock_guard lk(mtx);
         if (!active || seen.count(fp)) return false;
         if (queued_bytes + data.size() > k_max_queue_bytes) {
@@ -529,7 +535,12 @@ struct InboxState {
             seen.erase(order.front());
             order.pop_front();
         }
-        queue.push_back({id, data, fp});
+        // Signals jump the queue: an ICE offer or a knock is stale in
+        // seconds, a backlog of mail is not.
+        if (type == k_signal_type_id)
+            queue.push_front({id, data, fp, type});
+        else
+            queue.push_back({id, data, fp, type});
         queued_bytes += data.size();
         if (round_posted) return false;
         round_posted = true;
@@ -586,6 +597,9 @@ struct DhtNode::Impl {
     // not start) from a bind failure.
     Result<void> run_runner(const odht::crypto::Identity& id, bool lan, bool& run_threw);
     void listen(WatchEntry& w);
+    // The presence watch's value callback and filter (listen and poll).
+    using ValuesCb = std::function<bool(const std::vector<std::shared_ptr<odht::Value>>&, bool expired)>;
+    std::pair<ValuesCb, odht::Value::Filter> presence_callback(const WatchEntry& w);
     void listen_inbox();
     // A fresh value id for a record of ours at `key`, protected by the put
     // guard (our own records are stored locally without a packet).
@@ -688,6 +702,7 @@ Result<void> DhtNode::Impl::run_runner(const odht::crypto::Identity& id, bool la
         runner->run(config, std::move(ctx));
         runner->registerType(odht::ValueType(k_presence_type_id, "juice.presence", k_presence_lifetime));
         runner->registerType(odht::ValueType(k_inbox_type_id, "juice.inbox", k_inbox_lifetime));
+        runner->registerType(odht::ValueType(k_signal_type_id, "juice.signal", k_signal_lifetime));
     } catch (const std::exception& e) {
         try {
             runner->join();
@@ -764,7 +779,8 @@ Result<void> DhtNode::Impl::start(const crypto::Identity* identity) {
             }
             runner->bootstrap(hp->first, hp->second);
         }
-        for (auto& [token, w] : watches) listen(w);
+        for (auto& [token, w] : watches)
+            if (!w.dormant) listen(w);
         if (inbox) listen_inbox();
     } catch (const std::exception& e) {
         log->error("DHT bootstrap failed: {}", e.what());
@@ -774,7 +790,8 @@ Result<void> DhtNode::Impl::start(const crypto::Identity* identity) {
     return {};
 }
 
-void DhtNode::Impl::listen(WatchEntry& w) {
+std::pair<DhtNode::Impl::ValuesCb, odht::Value::Filter> DhtNode::Impl::presence_callback(
+    const WatchEntry& w) {
     auto post = opts.post;
     auto state = w.state;
     auto user = w.user;
@@ -814,6 +831,12 @@ void DhtNode::Impl::listen(WatchEntry& w) {
                       [state, id = newest->first, r = std::move(newest->second)] { state->deliver(id, r); });
         return true;
     };
+    return {std::move(cb), std::move(filter)};
+}
+
+void DhtNode::Impl::listen(WatchEntry& w) {
+    auto [cb, filter] = presence_callback(w);
+    const auto& user = w.user;
     try {
         // A get next to the listen: OpenDHT hands a get's values over as each
         // node answers, while a listen only starts once the search is synced,
@@ -835,31 +858,33 @@ void DhtNode::Impl::listen_inbox() {
     // Decryption (an RSA private-key operation) runs on the loop, not on the
     // DHT thread, which must never be held up.
     auto process = [state = inbox, key = private_key, keys = keys, post, on_key = opts.on_key](
-                       odht::Value::Id id, const odht::Blob& data) {
+                       odht::Value::Id id, const odht::Blob& data, std::uint16_t type) {
         {
             std::lock_guard lk(state->mtx);
             if (!state->active) return;
         }
         std::string why;
-        auto inner = detail::open_sealed_value(*key, id, data, &why);
+        auto inner = detail::open_sealed_value(*key, id, data, &why, type);
         if (!inner) {
             dht_logger()->debug("ignoring an inbox value: {}", why);
             return;
         }
         learn_key(keys, post, on_key, inner->owner);
-        std::function<void(const UserId&, Bytes)> cb;
+        DhtNode::InboxItem cb;
         {
             std::lock_guard lk(state->mtx);
             if (!state->active) return;
             cb = state->on_item;
         }
-        if (cb) cb(user_id_of(inner->owner->getId()), Bytes(inner->data.begin(), inner->data.end()));
+        if (cb)
+            cb(user_id_of(inner->owner->getId()), Bytes(inner->data.begin(), inner->data.end()),
+               type == k_signal_type_id ? SealKind::signal : SealKind::inbox);
     };
     // A round: open a few queued values, then yield the loop.
     auto round = std::make_shared<std::function<void()>>();
     *round = [state = inbox, process, post, weak = std::weak_ptr<std::function<void()>>(round)] {
         bool more = false;
-        for (auto& p : state->take(more)) process(p.id, p.data);
+        for (auto& p : state->take(more)) process(p.id, p.data, p.type);
         if (auto self_round = weak.lock(); more && self_round)
             post_safe(post, [self_round] { (*self_round)(); });
     };
@@ -870,8 +895,8 @@ void DhtNode::Impl::listen_inbox() {
         if (expired) return true;
         bool start = false;
         for (const auto& v : values) {
-            if (!v || v->type != k_inbox_type_id || v->data.empty() || v->data.size() > 64 * 1024) continue;
-            start = state->offer(v->id, v->data) || start;
+            if (!v || !is_inbox_type(v->type) || v->data.empty() || v->data.size() > 64 * 1024) continue;
+            start = state->offer(v->id, v->data, v->type) || start;
         }
         if (start) post_safe(post, [round] { (*round)(); });
         return true;
@@ -879,7 +904,7 @@ void DhtNode::Impl::listen_inbox() {
     inbox_cb = cb;
     try {
         auto key = odht::InfoHash::get(inbox_key_name(*self));
-        auto filter = [](const odht::Value& v) { return v.type == k_inbox_type_id; };
+        auto filter = [](const odht::Value& v) { return is_inbox_type(v.type); };
         // A get as well, for the same reason as for presence: its values
         // arrive without waiting for the search to sync (first_sight dedups).
         runner->get(
@@ -1017,6 +1042,49 @@ std::uint64_t DhtNode::watch_presence(const UserId& user,
     return token;
 }
 
+void DhtNode::set_dormant(std::uint64_t token, bool dormant) {
+    auto& d = *m_impl;
+    auto it = d.watches.find(token);
+    if (it == d.watches.end() || it->second.dormant == dormant) return;
+    auto& w = it->second;
+    w.dormant = dormant;
+    if (!d.running) return;  // start() listens to the awake ones
+    if (dormant) {
+        if (w.token) {
+            try {
+                d.runner->cancelListen(w.key, *w.token);
+            } catch (const std::exception& e) {
+                d.log->warn("cancelling a presence watch failed: {}", e.what());
+            }
+            w.token.reset();
+        }
+    } else {
+        d.listen(w);
+    }
+}
+
+bool DhtNode::dormant(std::uint64_t token) const {
+    auto it = m_impl->watches.find(token);
+    return it != m_impl->watches.end() && it->second.dormant;
+}
+
+void DhtNode::poll(std::uint64_t token) {
+    auto& d = *m_impl;
+    auto it = d.watches.find(token);
+    if (it == d.watches.end() || !d.running) return;
+    auto [cb, filter] = d.presence_callback(it->second);
+    try {
+        d.runner->get(
+            it->second.key,
+            [cb = std::move(cb)](const std::vector<std::shared_ptr<odht::Value>>& values) {
+                return cb(values, false);
+            },
+            [](bool) {}, std::move(filter));
+    } catch (const std::exception& e) {
+        d.log->warn("polling the presence of {} failed: {}", it->second.user.hex(), e.what());
+    }
+}
+
 void DhtNode::unwatch(std::uint64_t token) {
     auto& d = *m_impl;
     auto it = d.watches.find(token);
@@ -1085,7 +1153,8 @@ void DhtNode::find_key(const UserId& user, std::function<void(bool found)> done)
     }
 }
 
-Result<SealedValue> DhtNode::seal_inbox(const UserId& to, std::span<const std::uint8_t> payload) {
+Result<SealedValue> DhtNode::seal_inbox(const UserId& to, std::span<const std::uint8_t> payload,
+                                        SealKind kind) {
     auto& d = *m_impl;
     if (payload.size() > k_max_inbox_payload)
         return make_error(errc::too_large, "an inbox payload of " + std::to_string(payload.size()) +
@@ -1096,10 +1165,11 @@ Result<SealedValue> DhtNode::seal_inbox(const UserId& to, std::span<const std::u
     if (!key) return make_error(errc::no_key, "the public key of " + to.hex() + " is not known yet");
     try {
         static thread_local std::mt19937_64 rng{std::random_device{}()};
-        odht::Value inner(k_inbox_type_id, odht::Blob(payload.begin(), payload.end()),
+        odht::Value inner(kind == SealKind::signal ? k_signal_type_id : k_inbox_type_id,
+                          odht::Blob(payload.begin(), payload.end()),
                           std::uniform_int_distribution<odht::Value::Id>(1)(rng));
         auto sealed = inner.encrypt(*d.private_key, *key);
-        return SealedValue{inner.id, Bytes(sealed.cypher.begin(), sealed.cypher.end())};
+        return SealedValue{inner.id, Bytes(sealed.cypher.begin(), sealed.cypher.end()), kind};
     } catch (const std::exception& e) {
         return make_error(errc::seal_failed, std::string("sealing an inbox value failed: ") + e.what());
     }
@@ -1113,8 +1183,9 @@ void DhtNode::put_inbox(const UserId& to, const SealedValue& value, std::functio
     };
     if (!d.running) return report(false);
     try {
-        auto v = std::make_shared<odht::Value>(k_inbox_type_id,
-                                               odht::Blob(value.data.begin(), value.data.end()), value.id);
+        auto v =
+            std::make_shared<odht::Value>(value.kind == SealKind::signal ? k_signal_type_id : k_inbox_type_id,
+                                          odht::Blob(value.data.begin(), value.data.end()), value.id);
         d.runner->put(odht::InfoHash::get(inbox_key_name(to)), v,
                       [report](bool ok, const std::vector<std::shared_ptr<odht::Node>>&) { report(ok); });
     } catch (const std::exception& e) {
@@ -1143,13 +1214,13 @@ void DhtNode::refetch_inbox() {
         d.runner->get(
             odht::InfoHash::get(inbox_key_name(*d.self)),
             [cb](const std::vector<std::shared_ptr<odht::Value>>& values) { return cb(values, false); },
-            [](bool) {}, [](const odht::Value& v) { return v.type == k_inbox_type_id; });
+            [](bool) {}, [](const odht::Value& v) { return is_inbox_type(v.type); });
     } catch (const std::exception& e) {
         d.log->warn("fetching our inbox failed: {}", e.what());
     }
 }
 
-void DhtNode::watch_inbox(std::function<void(const UserId& from, Bytes payload)> on_item) {
+void DhtNode::watch_inbox(InboxItem on_item) {
     auto& d = *m_impl;
     if (d.inbox) {
         std::lock_guard lk(d.inbox->mtx);

@@ -13,7 +13,8 @@ namespace odht = ::dht;
 namespace detail {
 
 std::shared_ptr<odht::Value> open_sealed_value(const odht::crypto::PrivateKey& key, std::uint64_t id,
-                                               std::span<const std::uint8_t> sealed, std::string* why) {
+                                               std::span<const std::uint8_t> sealed, std::string* why,
+                                               std::uint16_t type) {
     auto fail = [why](const char* reason) -> std::shared_ptr<odht::Value> {
         if (why) *why = reason;
         return nullptr;
@@ -29,7 +30,7 @@ std::shared_ptr<odht::Value> open_sealed_value(const odht::crypto::PrivateKey& k
         if (why) *why = std::string("it does not open: ") + e.what();
         return nullptr;
     }
-    if (!inner || inner->type != k_inbox_type_id || !inner->owner) return fail("a value of another type");
+    if (!inner || inner->type != type || !inner->owner) return fail("a value of another type");
     return inner;
 }
 
@@ -53,7 +54,7 @@ Result<InboxOpener> InboxOpener::create(const crypto::Identity& identity) {
 
 std::optional<OpenedInboxValue> InboxOpener::open(std::uint64_t id, std::span<const std::uint8_t> sealed,
                                                   std::string* why) const {
-    auto inner = detail::open_sealed_value(*m_impl->key, id, sealed, why);
+    auto inner = detail::open_sealed_value(*m_impl->key, id, sealed, why, k_inbox_type_id);
     if (!inner) return std::nullopt;
     OpenedInboxValue out;
     const auto& owner = inner->owner->getId();

@@ -96,6 +96,10 @@ std::vector<dht::Candidate> host_candidates(std::uint16_t port) {
 struct Peer {
     ContactRecord contact;
     std::uint64_t watch = 0;
+    bool dormant = false;                       // the watch's listen sleeps (Config::presence_dormant_after)
+    steady_clock::time_point awake_since{};     // watch started or woken, or last seen live
+    steady_clock::time_point next_poll{};       // dormant: when to get the key once
+    bool knocked = false;                       // we knocked since their record went live
     std::optional<dht::PresenceRecord> record;  // newest valid DHT record
     bool record_live = false;                   // online per the DHT, not superseded by a bye
     std::shared_ptr<Link> link;                 // open link
@@ -165,6 +169,7 @@ struct Daemon::Impl {
     std::set<UserId> answered_declined;       // declined again this run (once per id)
     std::int64_t last_ts = 0;                 // newest timestamp given to an outgoing message
     std::int64_t last_presence_ts = 0;        // newest timestamp of a presence record we published
+    unsigned sweep_count = 0;                 // watch_dht_state ticks (sweep_watches every 5th)
     bool send_receipts = true, send_typing = true;
     // Group commit: store writes of one round of loop handlers share one
     // transaction; what depends on them being durable runs after the commit.
@@ -209,7 +214,12 @@ struct Daemon::Impl {
             if (!c.pubkey.empty()) dht->remember_key(c.id, c.pubkey);
             add_peer(c);
         }
-        dht->watch_inbox([this](const UserId& from, Bytes payload) { on_inbox_item(from, payload); });
+        dht->watch_inbox([this](const UserId& from, Bytes payload, dht::SealKind kind) {
+            if (kind == dht::SealKind::signal)
+                on_signal(from, payload);
+            else
+                on_inbox_item(from, payload);
+        });
         schedule_inbox_refresh();
 
         if (cfg.metrics_port) {
@@ -357,7 +367,8 @@ struct Daemon::Impl {
                     spdlog::warn("link: {} handshakes in progress, refusing a connection", incoming.size());
                 } else {
                     auto link = std::make_shared<Link>(
-                        io.get_executor(), std::make_shared<TcpStream>(std::move(sock)), crypto::TlsEngine::Role::server, identity, std::nullopt,
+                        io.get_executor(), std::make_shared<TcpStream>(std::move(sock)),
+                        crypto::TlsEngine::Role::server, identity, std::nullopt,
                         [this](const UserId& id) { return accepts(id); }, timeouts(), link_callbacks());
                     incoming.insert(link);
                     link->start();
@@ -433,9 +444,9 @@ struct Daemon::Impl {
             if (pit == peers.end()) return;
             pit->second.connecting = false;
             if (stopping || pit->second.link) return;
-            auto link = std::make_shared<Link>(io.get_executor(), std::make_shared<TcpStream>(std::move(at->sock)),
-                                               crypto::TlsEngine::Role::client, identity,
-                                               at->peer, nullptr, timeouts(), link_callbacks());
+            auto link = std::make_shared<Link>(
+                io.get_executor(), std::make_shared<TcpStream>(std::move(at->sock)),
+                crypto::TlsEngine::Role::client, identity, at->peer, nullptr, timeouts(), link_callbacks());
             pit->second.dialing = link;
             link->start();
         });
@@ -478,6 +489,7 @@ struct Daemon::Impl {
         p.link = link;
         p.backoff = milliseconds(0);
         p.retry.reset();
+        wake(p, "a link");
         spdlog::info("link up with {} ({}, {})", p.contact.id.hex().substr(0, 8),
                      l.outgoing() ? "outgoing" : "incoming", l.remote_endpoint());
         // Both sides must list each other for a link to form at all, so the
@@ -1264,6 +1276,76 @@ struct Daemon::Impl {
         p.watch = dht->watch_presence(
             id, [this, id](const dht::PresenceRecord& r) { on_record(id, r); },
             [this, id] { on_record_expired(id); });
+        p.dormant = false;
+        p.awake_since = steady_clock::now();
+    }
+
+    // ---- dormant watches and knocks --------------------------------------
+
+    void wake(Peer& p, const char* why) {
+        p.awake_since = steady_clock::now();
+        if (!p.watch || !p.dormant) return;
+        p.dormant = false;
+        dht->set_dormant(p.watch, false);
+        spdlog::debug("presence: watching {} again ({})", p.contact.id.hex().substr(0, 8), why);
+    }
+
+    // Every few seconds: contacts silent for presence_dormant_after stop
+    // listening; dormant ones are polled now and then.
+    void sweep_watches() {
+        if (cfg.presence_dormant_after.count() <= 0) return;
+        const auto now = steady_clock::now();
+        static thread_local std::mt19937_64 rng{std::random_device{}()};
+        for (auto& [id, p] : peers) {
+            if (!p.watch) continue;
+            if (p.online() || p.connecting || p.dialing) p.awake_since = now;
+            if (!p.dormant) {
+                if (now - p.awake_since < cfg.presence_dormant_after) continue;
+                p.dormant = true;
+                dht->set_dormant(p.watch, true);
+                // Spread the polls: a restart must not poll everyone at once.
+                const auto span = std::max<std::int64_t>(1, cfg.presence_poll.count());
+                p.next_poll = now + seconds(std::uniform_int_distribution<std::int64_t>(span / 2, span)(rng));
+                spdlog::debug("presence: {} has been offline for a while; its watch sleeps",
+                              id.hex().substr(0, 8));
+            } else if (cfg.presence_poll.count() > 0 && now >= p.next_poll) {
+                const auto span = cfg.presence_poll.count();
+                p.next_poll = now + seconds(std::uniform_int_distribution<std::int64_t>(span * 9 / 10,
+                                                                                        span * 11 / 10)(rng));
+                dht->poll(p.watch);
+            }
+        }
+    }
+
+    // A live contact we have no link with may have put its watch on us to
+    // sleep: a short-lived signal in its inbox wakes it. Invisible users
+    // knock nobody.
+    void maybe_knock(Peer& p) {
+        if (p.knocked || p.link || status == "invisible" || status == "offline") return;
+        if (p.contact.state != ContactState::mutual) return;
+        if (!have_key(p, [this](Peer& q) { maybe_knock(q); })) return;
+        auto sealed = dht->seal_inbox(p.contact.id, encode_frame(PresenceFrame{wire_status(), ""}),
+                                      dht::SealKind::signal);
+        if (!sealed)
+            return spdlog::debug("presence: no knock for {}: {}", p.contact.id.hex().substr(0, 8),
+                                 sealed.error().what());
+        p.knocked = true;
+        dht->put_inbox(p.contact.id, *sealed, [id = p.contact.id](bool ok) {
+            spdlog::debug("presence: knock for {} {}", id.hex().substr(0, 8), ok ? "stored" : "not stored");
+        });
+    }
+
+    void on_signal(const UserId& from, const Bytes& payload) {
+        if (stopping || from == self) return;
+        auto it = peers.find(from);
+        if (it == peers.end()) return;  // strangers' signals are dropped
+        Peer& p = it->second;
+        if (p.contact.state != ContactState::mutual && p.contact.state != ContactState::pending_out) return;
+        FrameDecoder dec;
+        dec.feed(payload);
+        auto f = dec.next();
+        if (!f || !*f) return spdlog::debug("presence: a bad signal from {}", from.hex().substr(0, 8));
+        if (std::holds_alternative<PresenceFrame>(f->value())) wake(p, "it knocked");
     }
 
     void on_record(const UserId& id, const dht::PresenceRecord& r) {
@@ -1276,7 +1358,13 @@ struct Daemon::Impl {
             p.contact.name = r.name;
             (void)store->put_contact(p.contact);
         }
-        if (p.record_live) touch_last_seen(p);
+        if (p.record_live) {
+            touch_last_seen(p);
+            wake(p, "a live record");  // a poll found them: follow them again
+            maybe_knock(p);
+        } else {
+            p.knocked = false;  // knock again when they come back
+        }
         publish_peer_presence(p);
         if (p.record_live) {
             // Fresh news: retry at once instead of waiting out a backoff.
@@ -1290,6 +1378,7 @@ struct Daemon::Impl {
         auto it = peers.find(id);
         if (it == peers.end()) return;
         it->second.record_live = false;
+        it->second.knocked = false;
         publish_peer_presence(it->second);
     }
 
@@ -1332,6 +1421,7 @@ struct Daemon::Impl {
             // more often: each fresh record costs every watching buddy the
             // whole record from each storing node (docs/SCALE.md).
             if (steady_clock::now() >= next_refresh) publish_presence();
+            if (++sweep_count % 5 == 0) sweep_watches();
             dht->tick();
             dht_rates.sample(dht->info(), steady_clock::now());
             calls->tick();
@@ -1396,6 +1486,9 @@ struct Daemon::Impl {
                 {"caps", p.caps()},
                 {"online", p.online()},
                 {"linked", static_cast<bool>(p.link)},
+                {"watch", !p.watch    ? "none"
+                          : p.dormant ? "dormant"
+                                      : "listening"},
                 {"last_seen", p.contact.last_seen},
                 {"message", p.contact.state == ContactState::pending_in ? p.contact.request : std::string()}};
     }
@@ -1462,8 +1555,12 @@ struct Daemon::Impl {
             (void)store->set_setting("status", status);
             (void)store->set_setting("note", note);
             publish_presence();
-            for (auto& [id, p] : peers)
+            for (auto& [id, p] : peers) {
                 if (p.link) p.link->send(PresenceFrame{wire_status(), status == "invisible" ? "" : note});
+                // Back from invisible: wake the live contacts that put us to sleep.
+                else if (p.record_live)
+                    maybe_knock(p);
+            }
             r.result(json::object());
         });
 

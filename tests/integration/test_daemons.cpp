@@ -123,6 +123,46 @@ TEST_CASE("buddies: presence, links, messages, offline delivery and restarts", "
     CHECK(c.stop() == 0);
 }
 
+TEST_CASE("buddies: a contact offline for a while is no longer listened to, and its knock wakes us",
+          "[daemon]") {
+    TempDir dir;
+    DhtBootstrap boot(random_network_id(), dir.path());
+    const std::vector<std::string> args{"--presence-dormant-after", "2"};
+    Juiced a("alice", dir.path(), boot, args), b("bob", dir.path(), boot, args);
+    REQUIRE(a.start());
+    REQUIRE(b.start());
+    befriend(a, b);
+    // The one with the lower id dials: make it the one who stays, so that
+    // nothing but the other's knock can tell it the other is back (its poll
+    // is an hour away).
+    Juiced& stay = a.id() < b.id() ? a : b;
+    Juiced& leave = a.id() < b.id() ? b : a;
+    INFO("stays " << stay.name() << " " << stay.id() << ", leaves " << leave.name() << " " << leave.id());
+    REQUIRE(wait_until([&] { return contact_entry(stay, leave.id())["linked"] == true; }, 20s));
+    CHECK(contact_entry(stay, leave.id())["watch"] == "listening");
+
+    EventWatcher es(stay);
+    REQUIRE(leave.stop() == 0);
+    REQUIRE(es.wait_for(presence_of(leave.id(), "offline"), 10s));
+    // 2 s offline, then the next sweep (every 5 s) puts the listen to sleep.
+    REQUIRE(wait_until([&] { return contact_entry(stay, leave.id())["watch"] == "dormant"; }, 20s));
+    CHECK(contact_entry(stay, leave.id())["online"] == false);
+
+    // Back: it sees us live, knocks, we wake, see its record and dial.
+    const auto t0 = std::chrono::steady_clock::now();
+    REQUIRE(leave.start());
+    REQUIRE(es.wait_for(presence_of(leave.id(), "online"), 30s));
+    REQUIRE(es.wait_for(link_of(leave.id(), true), 30s));
+    WARN("back online -> linked again through a knock: "
+         << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+                .count()
+         << " ms (including its start)");
+    CHECK(contact_entry(stay, leave.id())["watch"] == "listening");
+    CHECK(stay.log().find("it knocked") != std::string::npos);
+    CHECK(stay.stop() == 0);
+    CHECK(leave.stop() == 0);
+}
+
 TEST_CASE("a link from a non-contact is refused", "[daemon]") {
     TempDir dir;
     DhtBootstrap boot(random_network_id(), dir.path());

@@ -7,6 +7,7 @@
 #include "harness.hpp"
 #include "juice/crypto/identity.hpp"
 #include "juice/dht/node.hpp"
+#include "juice/dht/sealed.hpp"
 
 // Only to play the attacker (a raw OpenDHT node writing at A's key).
 #include <opendht/dhtrunner.h>
@@ -615,4 +616,135 @@ TEST_CASE("every watcher of a user gets each update", "[dht][integration][watche
             }
         CHECK(delivered == n * k_watch);
     }
+}
+
+TEST_CASE("dht node: a dormant watch stops listening; a poll or waking it brings the record",
+          "[dht][integration]") {
+    TempDir dir;
+    DhtBootstrap boot(random_network_id(), dir.path());
+    LoopThread loop;
+    const auto& alice = identity(0);
+    const auto& bob = identity(1);
+    Seen seen;
+    DhtNode a(options(boot, loop));
+    DhtNode b(options(boot, loop));
+    REQUIRE(a.start(&alice).ok());
+    REQUIRE(b.start(&bob).ok());
+    REQUIRE(wait_connected(a));
+    REQUIRE(wait_connected(b));
+
+    auto token = b.watch_presence(alice.id(), seen.on_record(), seen.on_expired());
+    CHECK_FALSE(b.dormant(token));
+    auto t1 = now_ms();
+    a.publish_presence(record("online", t1));
+    REQUIRE(seen.wait_for([&](const PresenceRecord& r) { return r.ts == t1; }, 10s));
+
+    // Dormant: a new record is not delivered (no listen any more)...
+    b.set_dormant(token, true);
+    CHECK(b.dormant(token));
+    const auto searches_before = b.info().searches;
+    auto t2 = t1 + 1;
+    a.publish_presence(record("away", t2));
+    CHECK_FALSE(seen.wait_for([&](const PresenceRecord& r) { return r.ts == t2; }, 3s));
+    // ...until a poll gets the key once.
+    b.poll(token);
+    REQUIRE(seen.wait_for([&](const PresenceRecord& r) { return r.ts == t2; }, 10s));
+    CHECK(b.dormant(token));
+    INFO("searches before " << searches_before << ", after " << b.info().searches);
+
+    // Another record while dormant; waking delivers it at once (the get
+    // beside the listen), and later ones arrive through the listen.
+    auto t3 = t2 + 1;
+    a.publish_presence(record("busy", t3));
+    CHECK_FALSE(seen.wait_for([&](const PresenceRecord& r) { return r.ts == t3; }, 2s));
+    b.set_dormant(token, false);
+    CHECK_FALSE(b.dormant(token));
+    REQUIRE(seen.wait_for([&](const PresenceRecord& r) { return r.ts == t3; }, 10s));
+    auto t4 = t3 + 1;
+    a.publish_presence(record("online", t4));
+    REQUIRE(seen.wait_for([&](const PresenceRecord& r) { return r.ts == t4; }, 10s));
+    // In order, none twice.
+    auto all = seen.snapshot();
+    REQUIRE(all.size() == 4);
+    CHECK(all[3].ts == t4);
+    b.stop();
+    a.stop();
+}
+
+TEST_CASE("dht node: signals reach the inbox watch as signals, and cannot pass for inbox values",
+          "[dht][integration]") {
+    TempDir dir;
+    DhtBootstrap boot(random_network_id(), dir.path());
+    LoopThread loop;
+    const auto& alice = identity(0);
+    const auto& bob = identity(1);
+    struct Item {
+        UserId from;
+        Bytes payload;
+        SealKind kind;
+    };
+    std::mutex mtx;
+    std::vector<Item> items;
+    DhtNode a(options(boot, loop));
+    DhtNode b(options(boot, loop));
+    REQUIRE(a.start(&alice).ok());
+    REQUIRE(b.start(&bob).ok());
+    REQUIRE(wait_connected(a));
+    REQUIRE(wait_connected(b));
+    b.watch_inbox([&](const UserId& from, Bytes payload, SealKind kind) {
+        std::lock_guard lk(mtx);
+        items.push_back({from, std::move(payload), kind});
+    });
+    // Bob's certificate goes out at start; ask until a node has it.
+    REQUIRE(wait_until(
+        [&] {
+            auto found = std::make_shared<std::atomic<int>>(-1);  // the answer may come late
+            a.find_key(bob.id(), [found](bool ok) { *found = ok ? 1 : 0; });
+            wait_until([&] { return *found != -1; }, 5s);
+            return a.knows_key(bob.id());
+        },
+        20s));
+
+    const Bytes knock{'k', 'n', 'o', 'c', 'k'}, mail{'m', 'a', 'i', 'l'};
+    auto s = a.seal_inbox(bob.id(), knock, SealKind::signal);
+    REQUIRE(s);
+    CHECK(s->kind == SealKind::signal);
+    auto m = a.seal_inbox(bob.id(), mail);
+    REQUIRE(m);
+    CHECK(m->kind == SealKind::inbox);
+    a.put_inbox(bob.id(), *s);
+    a.put_inbox(bob.id(), *m);
+    REQUIRE(wait_until(
+        [&] {
+            std::lock_guard lk(mtx);
+            return items.size() >= 2;
+        },
+        10s));
+    {
+        std::lock_guard lk(mtx);
+        for (const auto& it : items) {
+            CHECK(it.from == alice.id());
+            CHECK(it.kind == (it.payload == knock ? SealKind::signal : SealKind::inbox));
+        }
+    }
+
+    // A signal's bytes re-put as an inbox value (or the reverse) do not
+    // open: the sealed inner value names its type.
+    auto replay_as_inbox = *s;
+    replay_as_inbox.kind = SealKind::inbox;
+    replay_as_inbox.id += 1;
+    auto replay_as_signal = *m;
+    replay_as_signal.kind = SealKind::signal;
+    replay_as_signal.id += 1;
+    a.put_inbox(bob.id(), replay_as_inbox);
+    a.put_inbox(bob.id(), replay_as_signal);
+    auto opener = InboxOpener::create(bob);
+    REQUIRE(opener);
+    std::string why;
+    CHECK_FALSE(opener->open(s->id, s->data, &why));
+    CHECK_THAT(why, Catch::Contains("another type"));
+    CHECK(opener->open(m->id, m->data));
+    std::this_thread::sleep_for(2s);
+    std::lock_guard lk(mtx);
+    CHECK(items.size() == 2);
 }

@@ -131,10 +131,53 @@ public:
                 if (m_users[static_cast<std::size_t>(b)].online && m_last_pub.count(b))
                     m_lookups[{i, b}] = t0;
             }
-            u.node->watch_presence(m_ids[static_cast<std::size_t>(b)].id(),
-                                   [this, i, b](const PresenceRecord& r) { on_record(i, b, r); });
+            auto token =
+                u.node->watch_presence(m_ids[static_cast<std::size_t>(b)].id(),
+                                       [this, i, b](const PresenceRecord& r) { on_record(i, b, r); });
+            std::lock_guard lk(m_mtx);
+            m_watches[{i, b}] = Watch{token, t0, false, {}};
         }
         u.watching = true;
+    }
+
+    // juiced's dormant watches (Config::presence_dormant_after, docs/DESIGN.md):
+    // a buddy with no live record for `after` is no longer listened to, and
+    // is polled (one get) every `poll`. 0 s: always listen. Only the
+    // `buddies` scenario turns it on: its buddies never come online, so no
+    // knock (which would wake a watch) is ever due.
+    void set_dormancy(std::chrono::seconds after, std::chrono::seconds poll) {
+        m_dormant_after = after;
+        m_poll = poll;
+    }
+
+    // Called every second (Republisher): puts watches to sleep and polls.
+    void sweep_dormant() {
+        if (m_dormant_after.count() <= 0) return;
+        const auto now = clk::now();
+        std::vector<std::pair<std::pair<int, int>, Watch>> todo;
+        {
+            std::lock_guard lk(m_mtx);
+            for (auto& [key, w] : m_watches) {
+                if (!w.dormant && now - w.live_or_woken >= m_dormant_after) todo.push_back({key, w});
+                if (w.dormant && m_poll.count() > 0 && now >= w.next_poll) todo.push_back({key, w});
+            }
+        }
+        for (auto& [key, w] : todo) {
+            auto& u = m_users[static_cast<std::size_t>(key.first)];
+            std::unique_lock ulk(u.mtx, std::try_to_lock);
+            if (!ulk || !u.online || !u.node) continue;
+            if (!w.dormant) {
+                u.node->set_dormant(w.token, true);
+                w.dormant = true;
+                w.next_poll = now + m_poll;
+            } else {
+                u.node->poll(w.token);
+                w.next_poll = now + m_poll;
+            }
+            std::lock_guard lk(m_mtx);
+            if (auto it = m_watches.find(key); it != m_watches.end() && it->second.token == w.token)
+                it->second = w;
+        }
     }
 
     // Publishes a record with status `status`; its delivery to each buddy
@@ -373,6 +416,8 @@ private:
             m_lookup_samples.push_back(ms_between(it->second, now));
             m_lookups.erase(it);
         }
+        if (auto w = m_watches.find({watcher, publisher}); w != m_watches.end() && r.status != "offline")
+            w->second.live_or_woken = now;
         auto it = m_pubs.find({publisher, r.ts});
         if (it == m_pubs.end()) return;
         auto& p = it->second;
@@ -392,6 +437,14 @@ private:
     std::map<std::pair<int, std::int64_t>, Pub> m_pubs;
     std::map<int, std::int64_t> m_last_ts, m_last_pub;
     std::map<std::pair<int, int>, clk::time_point> m_lookups;
+    struct Watch {
+        std::uint64_t token = 0;
+        clk::time_point live_or_woken;  // watch started, or a live record seen
+        bool dormant = false;
+        clk::time_point next_poll;
+    };
+    std::map<std::pair<int, int>, Watch> m_watches;  // (watcher, buddy)
+    std::chrono::seconds m_dormant_after{0}, m_poll{0};
     std::vector<double> m_lookup_samples;
 };
 
@@ -404,6 +457,7 @@ public:
               while (!m_cv.wait_for(lk, 1s, [this] { return m_stop; })) {
                   lk.unlock();
                   w.republish_due();
+                  w.sweep_dormant();
                   lk.lock();
               }
           }) {}
@@ -696,6 +750,7 @@ json run_buddies(const BuddiesConfig& cfg) {
     auto boot = start_bootstrap(dir.path(), network);
     World world(std::move(ids), std::move(graph), boot->address(), network, cfg.stable_listens,
                 std::chrono::seconds(cfg.republish_s));
+    world.set_dormancy(std::chrono::seconds(cfg.dormant_after_s), std::chrono::seconds(cfg.poll_s));
     Republisher republisher(world);
     std::vector<int> all;
     spread(cfg.nodes, cfg.nodes / 40.0, [&](int k) {
@@ -707,8 +762,11 @@ json run_buddies(const BuddiesConfig& cfg) {
         all.push_back(cfg.nodes + p);
     }
     world.wait_connected(all, 60s);
-    say("settling %d s, then measuring %d s", cfg.settle_s, cfg.idle_s);
-    std::this_thread::sleep_for(std::chrono::seconds(cfg.settle_s));
+    const int settle = cfg.settle_s >= 0         ? cfg.settle_s
+                       : cfg.dormant_after_s > 0 ? cfg.dormant_after_s + 30
+                                                 : 60;
+    say("settling %d s, then measuring %d s", settle, cfg.idle_s);
+    std::this_thread::sleep_for(std::chrono::seconds(settle));
     auto s0 = world.snapshot();
     const auto t0 = clk::now();
     std::this_thread::sleep_for(std::chrono::seconds(cfg.idle_s));
@@ -741,7 +799,9 @@ json run_buddies(const BuddiesConfig& cfg) {
               {"seed", seed},
               {"stable_listens", cfg.stable_listens},
               {"republish_s", cfg.republish_s},
-              {"settle_s", cfg.settle_s},
+              {"dormant_after_s", cfg.dormant_after_s},
+              {"poll_s", cfg.poll_s},
+              {"settle_s", settle},
               {"window_s", secs}}},
             {"probes", rows},
             {"background", World::rates(s0, s1, secs, &background)}};

@@ -84,7 +84,9 @@ int main(int argc, char** argv) {
     bud->add_option("--probes", b.probe_buddies, "one probe user per value: its number of offline buddies")
         ->delimiter(',')
         ->check(CLI::Range(0, 1000));
-    bud->add_option("--settle", b.settle_s, "seconds before measuring")->check(CLI::Range(0, 3600));
+    bud->add_option("--settle", b.settle_s,
+                    "seconds before measuring (-1: 60, or --dormant-after + 30 so the watches sleep first)")
+        ->check(CLI::Range(-1, 7200));
     bud->add_option("--idle", b.idle_s, "measurement window, seconds")->check(CLI::Range(10, 7200));
     bud->add_option("--key-bits", b.key_bits, "RSA size of the keys")
         ->check(CLI::IsMember({2048u, 3072u, 4096u}));
@@ -93,6 +95,14 @@ int main(int argc, char** argv) {
     bud->add_option("--republish", b.republish_s, "seconds between each user's fresh records (0 = never)")
         ->check(CLI::Range(0, 3600));
     bud->add_flag("!--no-stable-listens", b.stable_listens, "refresh listens every 20 s (OpenDHT's default)");
+    bud->add_option("--dormant-after", b.dormant_after_s,
+                    "seconds before a watch of an offline buddy stops listening, as juiced "
+                    "--presence-dormant-after (0 = always listen)")
+        ->check(CLI::Range(0, 86400))
+        ->capture_default_str();
+    bud->add_option("--poll", b.poll_s, "seconds between gets of a dormant buddy, as juiced --presence-poll")
+        ->check(CLI::Range(0, 86400))
+        ->capture_default_str();
 
     BroadcastConfig c;
     auto* bc = app.add_subcommand("broadcast",

@@ -109,13 +109,15 @@ nlohmann::json run_dht(const DhtConfig& cfg);
 struct BuddiesConfig {
     int nodes = 100;
     std::vector<int> probe_buddies{0, 10, 25, 50, 100};
-    int settle_s = 60;
+    int settle_s = -1;  // -1: 60, or dormant_after_s + 30
     int idle_s = 300;
     unsigned key_bits = 2048;
     std::filesystem::path key_cache;
     std::uint64_t seed = 0;
     bool stable_listens = true;
     int republish_s = 1800;
+    int dormant_after_s = 600;  // as juiced --presence-dormant-after (0 = always listen)
+    int poll_s = 3600;          // as juiced --presence-poll
 };
 nlohmann::json run_buddies(const BuddiesConfig& cfg);
 

@@ -44,11 +44,22 @@ inline constexpr std::uint16_t k_inbox_type_id = 0x4a49;  // "JI"
 inline constexpr std::chrono::hours k_inbox_lifetime{72};
 inline constexpr std::size_t k_max_inbox_payload = 60 * 1024;  // sealed, it stays under OpenDHT's 64 KiB
 
+// Signals: sealed exactly like inbox values and put at the same key, but of
+// their own type with a short life: notes that are worth nothing minutes
+// later ("I just came online", ICE offers). The sealed inner value carries
+// the type too, so an inbox value can never be replayed as a signal or the
+// reverse. Signals are opened before queued inbox values.
+inline constexpr std::uint16_t k_signal_type_id = 0x4a53;  // "JS"
+inline constexpr std::chrono::minutes k_signal_lifetime{2};
+
+enum class SealKind : std::uint8_t { inbox, signal };
+
 // One inbox value as put on the DHT. Re-putting the same bytes refreshes its
 // lifetime on the storage nodes without new crypto work.
 struct SealedValue {
     std::uint64_t id = 0;  // OpenDHT value id
     Bytes data;            // the cypher text
+    SealKind kind = SealKind::inbox;
 };
 
 // Datagrams and UDP payload bytes of one kind of message, both ways.
@@ -152,6 +163,16 @@ public:
     std::uint64_t watch_presence(const UserId& user, std::function<void(const PresenceRecord&)> on_record,
                                  std::function<void()> on_expired = {});
     void unwatch(std::uint64_t token);
+    // A dormant watch keeps its state (newest record seen) but no listen:
+    // a listen costs a refresh to 4 nodes every ~5 minutes and a resync of
+    // the search's 14 nodes every 10 (about 15 B/s per watched key, most of
+    // the idle traffic of a user with many offline buddies). Waking it
+    // listens again (with a get, so the current record arrives at once).
+    void set_dormant(std::uint64_t token, bool dormant);
+    bool dormant(std::uint64_t token) const;
+    // One get of the watched key, through the same checks as the listen
+    // (for dormant watches: a rare poll instead of a listen).
+    void poll(std::uint64_t token);
 
     // ---- inbox ----------------------------------------------------------
 
@@ -166,14 +187,18 @@ public:
     // Signs `payload` (<= k_max_inbox_payload), binds it to `to` and
     // encrypts it to `to`'s key (errc::no_key if unknown: find_key first).
     // CPU-bound (one RSA signature): call it for bundles, not per message.
-    Result<SealedValue> seal_inbox(const UserId& to, std::span<const std::uint8_t> payload);
+    // `kind` signal: a short-lived signal instead of an inbox value.
+    Result<SealedValue> seal_inbox(const UserId& to, std::span<const std::uint8_t> payload,
+                                   SealKind kind = SealKind::inbox);
     // Stores (or refreshes) a sealed value in `to`'s inbox. `done(ok)` runs
     // on the loop (ok = at least one node stored it).
     void put_inbox(const UserId& to, const SealedValue& value, std::function<void(bool ok)> done = {});
-    // Listens to our own inbox (current values and new ones). `on_item` runs
-    // on the loop once per distinct value that decrypts, is signed by its
-    // sender and is addressed to us; everything else is dropped.
-    void watch_inbox(std::function<void(const UserId& from, Bytes payload)> on_item);
+    // Listens to our own inbox (current values and new ones, inbox values
+    // and signals). `on_item` runs on the loop once per distinct value that
+    // decrypts, is signed by its sender and is addressed to us; everything
+    // else is dropped.
+    using InboxItem = std::function<void(const UserId& from, Bytes payload, SealKind kind)>;
+    void watch_inbox(InboxItem on_item);
     // Gets our inbox again (values missed by the listen, or dropped while
     // the queue was full, come back this way). Call every few minutes.
     void refetch_inbox();

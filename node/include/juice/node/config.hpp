@@ -63,6 +63,15 @@ struct Config {
     // measured 70 KB/min per user with 10 buddies at 120 s (docs/SCALE.md).
     // OpenDHT keeps the record itself stored between publishes.
     std::chrono::seconds presence_refresh{1800};
+    // A contact whose presence key showed no live record this long has its
+    // DHT listen put to sleep ("dormant"): listening costs ~15 B/s per key,
+    // which made 100 offline buddies cost 1.4 KB/s (docs/SCALE.md). A
+    // dormant contact wakes when it knocks (a short-lived signal in our
+    // inbox that every juiced sends to the live contacts it has no link
+    // with), when a link forms, and on a poll (one DHT get) every
+    // presence_poll. 0 s = always listen.
+    std::chrono::seconds presence_dormant_after{600};
+    std::chrono::seconds presence_poll{3600};
 
     // Voice calls (docs/DESIGN.md "Calls").
     bool voice = true;  // advertise "voice" and accept calls
