@@ -31,6 +31,15 @@
 //                          ("" = the link's peer address), port uint 1..65535]
 //                          (req for offer and accept, else ignored)
 //               r  str     reason, <= 32 bytes ("")
+//   "ice"       s  bin 16  attempt id (req)
+//               o  str     "offer", "answer" or "end" (req)
+//               ts int     sender's clock, Unix ms (req)
+//               u  str     ICE ufrag, 4..32 ICE chars (req unless end)
+//               p  str     ICE pwd, 22..64 ICE chars (req unless end)
+//               c  array   1..24 candidates [foundation str <= 32, priority
+//                          uint32, type "host"|"srflx"|"prflx"|"relay", ip str
+//                          <= 45 bytes, port uint 1..65535] (req unless end)
+//               r  str     reason, <= 32 bytes ("")
 // All strings must be valid UTF-8. Unknown keys are ignored; a known key given
 // twice, or with the wrong type or size, makes the frame malformed. An
 // unknown "t" decodes to UnknownFrame. node/README.md carries the same table.
@@ -113,6 +122,21 @@ void put_bool(Packer& pk, bool b) {
 
 bool str_ok(std::string_view s, std::size_t max) {
     return s.size() <= max && valid_utf8(s);
+}
+
+// ICE ufrag/pwd characters (RFC 8445 15.4: ALPHA / DIGIT / "+" / "/").
+bool ice_chars(std::string_view s, std::size_t min, std::size_t max) {
+    if (s.size() < min || s.size() > max) return false;
+    return std::all_of(s.begin(), s.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '+' ||
+               c == '/';
+    });
+}
+
+bool candidate_ok(const IceCandidateInfo& c) {
+    return !c.foundation.empty() && c.foundation.size() <= 32 && valid_utf8(c.foundation) &&
+           (c.type == "host" || c.type == "srflx" || c.type == "prflx" || c.type == "relay") &&
+           !c.ip.empty() && c.ip.size() <= k_max_ip_bytes && valid_utf8(c.ip) && c.port != 0;
 }
 
 // Encodes a frame that passes the decoder's checks, or returns false.
@@ -231,6 +255,42 @@ struct Encoder {
                 pk.pack_array(2);
                 put_str(pk, m.ip);
                 pk.pack_uint16(m.port);
+            }
+        }
+        return true;
+    }
+    bool operator()(const IceFrame& f) const {
+        const bool end = f.op == IceFrame::Op::end;
+        if (f.reason.size() > 32 || !valid_utf8(f.reason)) return false;
+        if (!end) {
+            if (!ice_chars(f.ufrag, 4, 32) || !ice_chars(f.pwd, 22, 64)) return false;
+            if (f.candidates.empty() || f.candidates.size() > k_max_ice_candidates) return false;
+            for (const auto& c : f.candidates)
+                if (!candidate_ok(c)) return false;
+        }
+        put_header(pk, end ? 4 : 7, "ice");
+        put_str(pk, "s");
+        put_id(pk, f.attempt);
+        put_str(pk, "o");
+        put_str(pk, f.op == IceFrame::Op::offer ? "offer" : f.op == IceFrame::Op::answer ? "answer" : "end");
+        put_str(pk, "ts");
+        pk.pack_int64(f.ts);
+        put_str(pk, "r");
+        put_str(pk, f.reason);
+        if (!end) {
+            put_str(pk, "u");
+            put_str(pk, f.ufrag);
+            put_str(pk, "p");
+            put_str(pk, f.pwd);
+            put_str(pk, "c");
+            pk.pack_array(static_cast<std::uint32_t>(f.candidates.size()));
+            for (const auto& c : f.candidates) {
+                pk.pack_array(5);
+                put_str(pk, c.foundation);
+                pk.pack_uint32(c.priority);
+                put_str(pk, c.type);
+                put_str(pk, c.ip);
+                pk.pack_uint16(c.port);
             }
         }
         return true;
@@ -446,6 +506,51 @@ Result<Frame> decode_call(const Reader& rd) {
     return Frame{std::move(f)};
 }
 
+Result<Frame> decode_ice(const Reader& rd) {
+    IceFrame f;
+    Error err;
+    std::string op;
+    if (!rd.id("s", f.attempt, err) || !rd.str("o", 8, op, true, err) || !rd.i64("ts", f.ts, err) ||
+        !rd.str("r", 32, f.reason, false, err))
+        return err;
+    if (op == "offer")
+        f.op = IceFrame::Op::offer;
+    else if (op == "answer")
+        f.op = IceFrame::Op::answer;
+    else if (op == "end")
+        f.op = IceFrame::Op::end;
+    else
+        return malformed("'o' must be offer, answer or end");
+    if (f.op == IceFrame::Op::end) return Frame{std::move(f)};
+    if (!rd.str("u", 32, f.ufrag, true, err) || !rd.str("p", 64, f.pwd, true, err)) return err;
+    if (!ice_chars(f.ufrag, 4, 32) || !ice_chars(f.pwd, 22, 64))
+        return malformed("'u' or 'p' is not an ICE ufrag/password");
+    auto* c = rd.need("c", err);
+    if (!c) return err;
+    if (c->type != msgpack::type::ARRAY || c->via.array.size == 0 || c->via.array.size > k_max_ice_candidates)
+        return malformed("'c' must be an array of 1 to 24 candidates");
+    for (std::uint32_t i = 0; i < c->via.array.size; ++i) {
+        const auto& a = c->via.array.ptr[i];
+        if (a.type != msgpack::type::ARRAY || a.via.array.size != 5)
+            return malformed("a candidate must have 5 fields");
+        const auto* e = a.via.array.ptr;
+        if (e[0].type != msgpack::type::STR || e[1].type != msgpack::type::POSITIVE_INTEGER ||
+            e[2].type != msgpack::type::STR || e[3].type != msgpack::type::STR ||
+            e[4].type != msgpack::type::POSITIVE_INTEGER ||
+            e[1].via.u64 > std::numeric_limits<std::uint32_t>::max() || e[4].via.u64 > 65535)
+            return malformed("a candidate has a field of the wrong type");
+        IceCandidateInfo ci;
+        ci.foundation.assign(e[0].via.str.ptr, e[0].via.str.size);
+        ci.priority = static_cast<std::uint32_t>(e[1].via.u64);
+        ci.type.assign(e[2].via.str.ptr, e[2].via.str.size);
+        ci.ip.assign(e[3].via.str.ptr, e[3].via.str.size);
+        ci.port = static_cast<std::uint16_t>(e[4].via.u64);
+        if (!candidate_ok(ci)) return malformed("a candidate has a bad foundation, type, ip or port");
+        f.candidates.push_back(std::move(ci));
+    }
+    return Frame{std::move(f)};
+}
+
 Result<Frame> decode_map(const msgpack::object& root) {
     if (root.type != msgpack::type::MAP) return malformed("the body is not a map");
     auto fields = Fields::of(root);
@@ -462,7 +567,7 @@ Result<Frame> decode_map(const msgpack::object& root) {
 
     if (type == "hello" || type == "msg" || type == "ack" || type == "presence" || type == "ka" ||
         type == "bye" || type == "req" || type == "ans" || type == "rcpt" || type == "typ" ||
-        type == "call") {
+        type == "call" || type == "ice") {
         if (v->via.u64 > k_version)
             return make_error(frame_errc::unsupported,
                               "the peer sent a '" + type + "' frame of version " +
@@ -525,6 +630,7 @@ Result<Frame> decode_map(const msgpack::object& root) {
         return Frame{f};
     }
     if (type == "call") return decode_call(rd);
+    if (type == "ice") return decode_ice(rd);
     if (type == "bye") {
         ByeFrame f;
         if (!rd.str("r", k_max_reason_bytes, f.reason, false, err)) return err;

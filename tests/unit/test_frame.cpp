@@ -36,6 +36,18 @@ std::vector<Frame> sample_frames() {
             id, CallFrame::Op::accept, {{"192.0.2.7", 1}, {"2001:db8::1", 65535}, {"", 5}, {"", 6}}, {}},
         CallFrame{id, CallFrame::Op::end, {}, "busy"},
         CallFrame{id, CallFrame::Op::end, {}, ""},
+        IceFrame{id,
+                 IceFrame::Op::offer,
+                 1700000000000,
+                 "abcd",
+                 std::string(22, 'p'),
+                 {{"1", 2130706431, "host", "192.168.1.10", 50000}},
+                 ""},
+        IceFrame{id, IceFrame::Op::answer, -5, std::string(32, 'U'), std::string(64, '+'),
+                 std::vector<IceCandidateInfo>(k_max_ice_candidates, {std::string(32, 'f'), 0xffffffffu,
+                                                                      "relay", "2001:db8::1", 65535}),
+                 ""},
+        IceFrame{id, IceFrame::Op::end, 0, "", "", {}, "no_path"},
     };
 }
 
@@ -410,6 +422,62 @@ TEST_CASE("frame: frames that could not be decoded are not encoded") {
     CHECK(encode_frame(CallFrame{id, CallFrame::Op::accept, std::vector<MediaAddress>(5, {"", 9}), {}})
               .empty());
     CHECK(encode_frame(CallFrame{id, CallFrame::Op::end, {}, std::string(33, 'r')}).empty());
+}
+
+TEST_CASE("frame: ice frames with bad credentials or candidates are neither encoded nor decoded") {
+    const MessageId id = MessageId::random();
+    const IceCandidateInfo good{"1", 1, "host", "10.0.0.1", 1};
+    auto offer = [&](std::string u, std::string p, std::vector<IceCandidateInfo> c) {
+        return IceFrame{id, IceFrame::Op::offer, 0, std::move(u), std::move(p), std::move(c), ""};
+    };
+    CHECK_FALSE(encode_frame(offer("abcd", std::string(22, 'p'), {good})).empty());
+    CHECK(encode_frame(offer("abc", std::string(22, 'p'), {good})).empty());   // ufrag too short
+    CHECK(encode_frame(offer("ab d", std::string(22, 'p'), {good})).empty());  // not an ICE char
+    CHECK(encode_frame(offer("abcd", std::string(21, 'p'), {good})).empty());  // pwd too short
+    CHECK(encode_frame(offer("abcd", std::string(22, 'p'), {})).empty());      // no candidate
+    CHECK(encode_frame(offer("abcd", std::string(22, 'p'), std::vector(k_max_ice_candidates + 1, good)))
+              .empty());
+    CHECK(encode_frame(offer("abcd", std::string(22, 'p'), {{"1", 1, "turn", "10.0.0.1", 1}})).empty());
+    CHECK(encode_frame(offer("abcd", std::string(22, 'p'), {{"1", 1, "host", "10.0.0.1", 0}})).empty());
+    CHECK(encode_frame(offer("abcd", std::string(22, 'p'), {{"", 1, "host", "10.0.0.1", 1}})).empty());
+    CHECK(encode_frame(IceFrame{id, IceFrame::Op::end, 0, "", "", {}, std::string(33, 'r')}).empty());
+
+    // The decoder refuses what the encoder would not write.
+    auto body = [&](auto fill_candidate, std::string u = "abcd") {
+        return pack_map(7, [&](auto& pk) {
+            pk.pack(std::string("t"));
+            pk.pack(std::string("ice"));
+            pk.pack(std::string("v"));
+            pk.pack(1);
+            pk.pack(std::string("s"));
+            pk.pack_bin(16);
+            pk.pack_bin_body(reinterpret_cast<const char*>(id.bytes.data()), 16);
+            pk.pack(std::string("o"));
+            pk.pack(std::string("offer"));
+            pk.pack(std::string("ts"));
+            pk.pack(0);
+            pk.pack(std::string("u"));
+            pk.pack(u);
+            pk.pack(std::string("c"));
+            fill_candidate(pk);
+        });
+    };
+    // (no "p": the password is required)
+    auto no_pwd = decode(body([](auto& pk) {
+        pk.pack_array(1);
+        pk.pack_array(5);
+        pk.pack(std::string("1"));
+        pk.pack(1);
+        pk.pack(std::string("host"));
+        pk.pack(std::string("10.0.0.1"));
+        pk.pack(1);
+    }));
+    REQUIRE_FALSE(no_pwd);
+    CHECK(code_of(no_pwd) == frame_errc::malformed);
+    auto wire = encode_frame(offer("abcd", std::string(22, 'p'), {good}));
+    auto ok = decode(Bytes(wire.begin() + 4, wire.end()));
+    REQUIRE(ok);
+    CHECK(std::get<IceFrame>(*ok).candidates == std::vector{good});
 }
 
 TEST_CASE("frame: request, answer, receipt, typing and call reject bad fields") {

@@ -111,13 +111,35 @@ struct CallFrame {
     std::string reason;               // end: "hangup", "rejected", "busy", "timeout", ...
     bool operator==(const CallFrame&) const = default;
 };
+// ICE signalling (docs/NAT.md), carried in DHT signals: the dialer's offer,
+// the answer, or `end` (refusal, give-up). One attempt id per attempt.
+inline constexpr std::size_t k_max_ice_candidates = 24;
+struct IceCandidateInfo {
+    std::string foundation;  // <= 32 bytes
+    std::uint32_t priority = 0;
+    std::string type;  // "host" | "srflx" | "prflx" | "relay"
+    std::string ip;    // <= 45 bytes
+    std::uint16_t port = 0;
+    bool operator==(const IceCandidateInfo&) const = default;
+};
+struct IceFrame {
+    enum class Op { offer, answer, end };
+    MessageId attempt;
+    Op op = Op::offer;
+    std::int64_t ts = 0;                       // sender's clock, Unix ms
+    std::string ufrag, pwd;                    // offer/answer: 4..32 and 22..64 ICE chars
+    std::vector<IceCandidateInfo> candidates;  // offer/answer: 1..k_max_ice_candidates
+    std::string reason;                        // end: <= 32 bytes
+    bool operator==(const IceFrame&) const = default;
+};
 struct UnknownFrame {  // a type this version does not know: skip it
     std::string type;
     bool operator==(const UnknownFrame&) const = default;
 };
 
-using Frame = std::variant<HelloFrame, MessageFrame, AckFrame, PresenceFrame, KeepaliveFrame, ByeFrame,
-                           RequestFrame, AnswerFrame, ReceiptFrame, TypingFrame, CallFrame, UnknownFrame>;
+using Frame =
+    std::variant<HelloFrame, MessageFrame, AckFrame, PresenceFrame, KeepaliveFrame, ByeFrame, RequestFrame,
+                 AnswerFrame, ReceiptFrame, TypingFrame, CallFrame, IceFrame, UnknownFrame>;
 
 // Length prefix + msgpack body. UnknownFrame cannot be encoded (returns empty).
 Bytes encode_frame(const Frame& frame);
