@@ -19,7 +19,9 @@
 #include <unistd.h>
 #include <CLI/CLI.hpp>
 
+#include <asio/ip/address.hpp>
 #include <cstdio>
+
 #include <fstream>
 #include <iostream>
 #include <optional>
@@ -165,11 +167,30 @@ std::optional<Identity> load_or_create(const std::filesystem::path& dir, const P
 int run_bootstrap_node(const CLI::App& app, const juice::node::Config& cfg, const std::string& data_dir,
                        std::uint32_t rate_limit_ip, std::int64_t max_requests, std::int64_t max_peer_requests,
                        std::uint16_t dht_port) {
-    for (const char* user_only :
-         {"--name", "--key-bits", "--passphrase-file", "--no-passphrase", "--link-port", "--link-bind",
-          "--sync", "--inbox-refresh", "--presence-refresh", "--presence-dormant-after", "--presence-poll",
-          "--no-voice", "--audio", "--audio-in", "--audio-out", "--media-port", "--media-announce",
-          "--call-bitrate", "--ring-timeout"})
+    for (const char* user_only : {"--name",
+                                  "--key-bits",
+                                  "--passphrase-file",
+                                  "--no-passphrase",
+                                  "--link-port",
+                                  "--link-bind",
+                                  "--ice",
+                                  "--stun",
+                                  "--turn",
+                                  "--turn-user",
+                                  "--turn-password-file",
+                                  "--sync",
+                                  "--inbox-refresh",
+                                  "--presence-refresh",
+                                  "--presence-dormant-after",
+                                  "--presence-poll",
+                                  "--no-voice",
+                                  "--audio",
+                                  "--audio-in",
+                                  "--audio-out",
+                                  "--media-port",
+                                  "--media-announce",
+                                  "--call-bitrate",
+                                  "--ring-timeout"})
         if (app.count(user_only))
             spdlog::warn("{} is ignored with --bootstrap-node (a bootstrap node has no identity or contacts)",
                          user_only);
@@ -224,6 +245,18 @@ int main(int argc, char** argv) {
     app.add_option("--port", dht_port, "UDP port of the DHT node (0 = any)")->capture_default_str();
     app.add_option("--link-port", link_port, "TCP port for direct links (0 = any)")->capture_default_str();
     app.add_option("--link-bind", cfg.link_bind, "listen for links on this address only (default: all)");
+    std::string ice_mode = "off", turn_password_file;
+    app.add_option("--ice", ice_mode,
+                   "links through NATs with ICE (candidates sent in DHT signals, TLS over the chosen path); "
+                   "peers without it, and failed attempts, use TCP")
+        ->check(CLI::IsMember({"on", "off"}))
+        ->capture_default_str();
+    app.add_option("--stun", cfg.stun, "IP:PORT of a STUN server for ICE (server-reflexive candidates)");
+    app.add_option("--turn", cfg.turn, "IP:PORT of a TURN server (UDP) for ICE relayed candidates");
+    app.add_option("--turn-user", cfg.turn_user, "TURN user name");
+    app.add_option("--turn-password-file", turn_password_file,
+                   "file holding the TURN password (first line; never put it on the command line)")
+        ->check(CLI::ExistingFile);
     app.add_option("--network", cfg.network, "OpenDHT network id (0 = public network)")
         ->capture_default_str();
     app.add_option("--bootstrap", cfg.bootstrap, "HOST:PORT of a DHT node to join through (repeatable)");
@@ -316,6 +349,31 @@ int main(int argc, char** argv) {
         return run_bootstrap_node(app, cfg, data_dir, rate_limit_ip, max_requests, max_peer_requests,
                                   dht_port);
 
+    cfg.ice = ice_mode == "on";
+    for (const auto* ep : {&cfg.stun, &cfg.turn}) {
+        if (ep->empty()) continue;
+        auto colon = ep->rfind(':');
+        std::error_code ec;
+        int port = colon == std::string::npos ? 0 : std::atoi(ep->c_str() + colon + 1);
+        if (colon != std::string::npos) (void)asio::ip::make_address(ep->substr(0, colon), ec);
+        if (colon == std::string::npos || ec || port <= 0 || port > 65535) {
+            std::cerr << "juiced: '" << *ep << "' is not IP:PORT (a numeric IPv4 address and a port)\n";
+            return 2;
+        }
+    }
+    if (!cfg.turn.empty() && (cfg.turn_user.empty() || turn_password_file.empty())) {
+        std::cerr << "juiced: --turn needs --turn-user and --turn-password-file\n";
+        return 2;
+    }
+    if (!turn_password_file.empty()) {
+        std::ifstream in(turn_password_file);
+        if (!std::getline(in, cfg.turn_password) || cfg.turn_password.empty()) {
+            std::cerr << "juiced: no password in " << turn_password_file << "\n";
+            return 2;
+        }
+    }
+    if ((!cfg.stun.empty() || !cfg.turn.empty()) && !cfg.ice)
+        spdlog::warn("--stun and --turn only matter with --ice on");
     cfg.data_dir = data_dir;
     cfg.api_socket = api_socket;
     cfg.max_packets_per_ip = rate_limit_ip;

@@ -8,6 +8,7 @@
 #include "juice/node/daemon.hpp"
 
 #include "calls.hpp"
+#include "ice/ice.hpp"
 #include "juice/crypto/contact_uri.hpp"
 #include "juice/dht/node.hpp"
 #include "juice/node/api.hpp"
@@ -29,6 +30,7 @@
 #include <spdlog/spdlog.h>
 #include <asio.hpp>
 
+#include <charconv>
 #include <cstring>
 #include <map>
 #include <random>
@@ -96,10 +98,21 @@ std::vector<dht::Candidate> host_candidates(std::uint16_t port) {
 struct Peer {
     ContactRecord contact;
     std::uint64_t watch = 0;
-    bool dormant = false;                       // the watch's listen sleeps (Config::presence_dormant_after)
-    steady_clock::time_point awake_since{};     // watch started or woken, or last seen live
-    steady_clock::time_point next_poll{};       // dormant: when to get the key once
-    bool knocked = false;                       // we knocked since their record went live
+    bool dormant = false;                    // the watch's listen sleeps (Config::presence_dormant_after)
+    steady_clock::time_point awake_since{};  // watch started or woken, or last seen live
+    steady_clock::time_point next_poll{};    // dormant: when to get the key once
+    bool knocked = false;                    // we knocked since their record went live
+    // The ICE attempt in progress (docs/NAT.md), and the last failure.
+    struct IceAttempt {
+        MessageId id;
+        bool dialer = false;
+        std::shared_ptr<ice::Session> session;
+        std::unique_ptr<asio::steady_timer> deadline;
+        steady_clock::time_point started;
+        bool linking = false;
+    };
+    std::unique_ptr<IceAttempt> ice;
+    std::string link_error;                     // why the last attempt failed ("" after a link)
     std::optional<dht::PresenceRecord> record;  // newest valid DHT record
     bool record_live = false;                   // online per the DHT, not superseded by a bye
     std::shared_ptr<Link> link;                 // open link
@@ -147,7 +160,8 @@ struct Daemon::Impl {
     std::unique_ptr<dht::DhtNode> dht;
     std::unique_ptr<api::ApiServer> api;
     std::unique_ptr<CallManager> calls;
-    std::vector<std::string> caps;  // what we announce: "text", and "voice" unless --no-voice
+    std::unique_ptr<ice::Runtime> ice_rt;  // before peers: their sessions go first
+    std::vector<std::string> caps;         // what we announce: "text", and "voice" unless --no-voice
     std::map<UserId, Peer> peers;
     std::set<std::shared_ptr<Link>> incoming;  // accepted, handshake not done
     std::string name, status = "online", note, device_id;
@@ -281,6 +295,10 @@ struct Daemon::Impl {
     Result<void> start_calls() {
         caps = {"text"};
         if (cfg.voice) caps.push_back("voice");
+        if (cfg.ice) {
+            ice_rt = std::make_unique<ice::Runtime>();
+            caps.push_back("ice");
+        }
         if (cfg.audio != "auto" && cfg.audio != "pulse" && cfg.audio != "null")
             return make_error(std::errc::invalid_argument, "--audio must be auto, pulse or null");
         if (!cfg.media_announce.empty() && !parse_media_address(cfg.media_announce))
@@ -394,7 +412,10 @@ struct Daemon::Impl {
     void maybe_dial(Peer& p) {
         if (stopping || p.link || p.connecting || p.dialing || !we_dial(p.contact.id)) return;
         if (p.contact.state == ContactState::blocked || p.contact.state == ContactState::pending_in) return;
-        if (!p.record_live || !p.record || p.record->status == "offline" || p.record->addrs.empty()) return;
+        if (!p.record_live || !p.record || p.record->status == "offline") return;
+        const bool ice_peer =
+            ice_rt && std::find(p.record->caps.begin(), p.record->caps.end(), "ice") != p.record->caps.end();
+        if (p.record->addrs.empty() && !ice_peer) return;
         if (p.retry) return;  // a retry is scheduled; it will dial
         dial(p);
     }
@@ -409,6 +430,15 @@ struct Daemon::Impl {
     };
 
     void dial(Peer& p) {
+        if (ice_rt && !p.ice && p.record &&
+            std::find(p.record->caps.begin(), p.record->caps.end(), "ice") != p.record->caps.end())
+            return ice_dial(p);
+        tcp_dial(p);
+    }
+
+    void tcp_dial(Peer& p) {
+        if (p.record->addrs.empty())
+            return dial_failed(p, p.link_error.empty() ? "no address" : p.link_error);
         auto at = std::make_shared<DialAttempt>(
             DialAttempt{p.contact.id, p.record->addrs, 0, asio::ip::tcp::socket(io), asio::steady_timer(io)});
         spdlog::debug("dialling {} ({} candidates)", p.contact.id.hex().substr(0, 8), at->cands.size());
@@ -490,13 +520,27 @@ struct Daemon::Impl {
         p.backoff = milliseconds(0);
         p.retry.reset();
         wake(p, "a link");
+        p.link_error.clear();
+        std::int64_t setup_ms = -1;
+        if (p.ice) {
+            setup_ms = duration_cast<milliseconds>(steady_clock::now() - p.ice->started).count();
+            p.ice->deadline.reset();
+            p.ice.reset();  // the Link's stream keeps the session
+        }
         spdlog::info("link up with {} ({}, {})", p.contact.id.hex().substr(0, 8),
                      l.outgoing() ? "outgoing" : "incoming", l.remote_endpoint());
         // Both sides must list each other for a link to form at all, so the
         // relation is mutual now.
         if (p.contact.state == ContactState::pending_out) make_mutual(p);
         apply_hello(p, l.peer_hello());
-        publish({{"type", "link"}, {"id", p.contact.id.hex()}, {"up", true}});
+        {
+            const auto path = l.path();
+            json ev{{"type", "link"},    {"id", p.contact.id.hex()}, {"up", true},
+                    {"path", path.kind}, {"local", path.local},      {"remote", path.remote}};
+            if (!path.relay.empty()) ev["relay"] = path.relay;
+            if (setup_ms >= 0) ev["setup_ms"] = setup_ms;
+            publish(ev);
+        }
         publish_peer_presence(p);
         touch_last_seen(p);
         // The link supersedes what waits in its inbox for acks and answers:
@@ -1280,6 +1324,175 @@ struct Daemon::Impl {
         p.awake_since = steady_clock::now();
     }
 
+    // ---- links through ICE (docs/NAT.md) ----------------------------------
+
+    ice::SessionConfig ice_config(bool controlling) const {
+        ice::SessionConfig c;
+        c.controlling = controlling;
+        if (!cfg.link_bind.empty()) c.local_addresses = {cfg.link_bind};
+        auto split = [](const std::string& hp) -> std::optional<ice::Server> {
+            auto colon = hp.rfind(':');
+            if (colon == std::string::npos) return std::nullopt;
+            std::uint16_t port = 0;
+            auto tail = hp.substr(colon + 1);
+            if (std::from_chars(tail.data(), tail.data() + tail.size(), port).ec != std::errc{} || !port)
+                return std::nullopt;
+            auto host = hp.substr(0, colon);
+            if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+            return ice::Server{host, port};
+        };
+        if (!cfg.stun.empty()) c.stun = split(cfg.stun);
+        if (!cfg.turn.empty())
+            if (auto t = split(cfg.turn)) c.turn = ice::TurnServer{*t, cfg.turn_user, cfg.turn_password};
+        return c;
+    }
+
+    void send_signal(const UserId& to, const Frame& f, std::function<void(bool)> done = {}) {
+        auto sealed = dht->seal_inbox(to, encode_frame(f), dht::SealKind::signal);
+        if (!sealed) {
+            spdlog::debug("ice: no signal for {}: {}", to.hex().substr(0, 8), sealed.error().what());
+            if (done) done(false);
+            return;
+        }
+        dht->put_inbox(to, *sealed, [done](bool ok) {
+            if (done) done(ok);
+        });
+    }
+
+    static IceFrame ice_frame(const MessageId& id, IceFrame::Op op, const ice::Description& d) {
+        IceFrame f{id, op, now_ms(), d.ufrag, d.pwd, {}, ""};
+        for (const auto& c : d.candidates) {
+            if (f.candidates.size() >= k_max_ice_candidates) break;
+            f.candidates.push_back({c.foundation, c.priority, c.type, c.ip, c.port});
+        }
+        return f;
+    }
+
+    static ice::Description ice_description(const IceFrame& f) {
+        ice::Description d{f.ufrag, f.pwd, {}, true};
+        for (const auto& c : f.candidates)
+            d.candidates.push_back({c.foundation, c.priority, c.type, c.ip, c.port, "", 0});
+        return d;
+    }
+
+    // Starts a session for `p`'s attempt; its events find the peer by id and
+    // ignore everything once the attempt is gone or replaced.
+    void ice_start(Peer& p, bool dialer, const MessageId& id) {
+        auto a = std::make_unique<Peer::IceAttempt>();
+        a->id = id;
+        a->dialer = dialer;
+        a->started = steady_clock::now();
+        a->deadline = std::make_unique<asio::steady_timer>(io, cfg.ice_timeout);
+        UserId peer = p.contact.id;
+        auto current = [this, peer, id]() -> Peer* {
+            auto it = peers.find(peer);
+            if (it == peers.end() || !it->second.ice || it->second.ice->id != id) return nullptr;
+            return &it->second;
+        };
+        a->deadline->async_wait([this, current](std::error_code ec) {
+            if (ec) return;
+            if (Peer* q = current())
+                ice_failed(*q, q->ice->session && q->ice->session->selected() ? "tls_failed" : "no_answer");
+        });
+        ice::Session::Events ev;
+        ev.on_gathered = [this, current, dialer](ice::Description d) {
+            Peer* q = current();
+            if (!q) return;
+            if (d.candidates.empty()) return ice_failed(*q, "no_candidates");
+            UserId to = q->contact.id;
+            MessageId aid = q->ice->id;
+            send_signal(to, ice_frame(aid, dialer ? IceFrame::Op::offer : IceFrame::Op::answer, d),
+                        [this, current](bool ok) {
+                            if (Peer* r = current(); r && !ok) ice_failed(*r, "signal_failed");
+                        });
+        };
+        ev.on_state = [this, current](ice::State st) {
+            if (st != ice::State::failed) return;
+            if (Peer* q = current()) ice_failed(*q, cfg.turn.empty() ? "no_path" : "checks_failed");
+        };
+        ev.on_writable = [this, current] {
+            Peer* q = current();
+            if (!q || q->ice->linking || !q->ice->session->selected()) return;
+            ice_link(*q);
+        };
+        a->session = ice::Session::create(*ice_rt, io.get_executor(), ice_config(dialer), std::move(ev));
+        p.ice = std::move(a);
+    }
+
+    void ice_dial(Peer& p) {
+        if (!have_key(p, [this](Peer& q) { maybe_dial(q); })) return;
+        p.connecting = true;
+        spdlog::debug("ice: dialling {}", p.contact.id.hex().substr(0, 8));
+        ice_start(p, true, MessageId::random());
+    }
+
+    // The path works: run the TLS link over it, with the usual checks (the
+    // answerer takes only the peer that sent the offer).
+    void ice_link(Peer& p) {
+        auto& a = *p.ice;
+        a.linking = true;
+        auto stream = std::make_shared<ice::IceStream>(a.session);
+        UserId peer = p.contact.id;
+        const auto ms = duration_cast<milliseconds>(steady_clock::now() - a.started).count();
+        spdlog::info("ice: {} path to {} after {} ms ({} -> {})", a.session->selected()->kind,
+                     peer.hex().substr(0, 8), ms, a.session->selected()->local,
+                     a.session->selected()->remote);
+        if (a.dialer) {
+            auto link = std::make_shared<Link>(io.get_executor(), stream, crypto::TlsEngine::Role::client,
+                                               identity, peer, nullptr, timeouts(), link_callbacks());
+            p.connecting = false;
+            p.dialing = link;
+            link->start();
+        } else {
+            auto link = std::make_shared<Link>(
+                io.get_executor(), stream, crypto::TlsEngine::Role::server, identity, std::nullopt,
+                [this, peer](const UserId& id) { return id == peer && accepts(id); }, timeouts(),
+                link_callbacks());
+            incoming.insert(link);
+            link->start();
+        }
+    }
+
+    void ice_failed(Peer& p, const std::string& why) {
+        if (!p.ice) return;
+        const bool dialer = p.ice->dialer;
+        spdlog::info("ice: no link with {}: {}", p.contact.id.hex().substr(0, 8), why);
+        p.ice.reset();  // closes the session
+        p.link_error = why;
+        publish({{"type", "link.failed"}, {"id", p.contact.id.hex()}, {"reason", why}});
+        if (!dialer) return;
+        p.connecting = false;
+        // The record's TCP candidates may still work (same LAN, public host).
+        if (p.record && !p.record->addrs.empty() && !stopping) {
+            p.connecting = true;
+            return tcp_dial(p);
+        }
+        dial_failed(p, why);
+    }
+
+    void on_ice_frame(Peer& p, const IceFrame& f) {
+        if (!ice_rt) return;  // ICE off: offers are ignored (the peer falls back to TCP)
+        if (std::llabs(now_ms() - f.ts) > 120000) return spdlog::debug("ice: a stale signal dropped");
+        switch (f.op) {
+            case IceFrame::Op::offer: {
+                // Only the dialer offers; a contact that may link with us.
+                if (we_dial(p.contact.id) || !accepts(p.contact.id)) return;
+                if (p.ice && p.ice->id == f.attempt) return;  // a repeat
+                p.ice.reset();
+                ice_start(p, false, f.attempt);
+                p.ice->session->set_remote(ice_description(f));
+                return;
+            }
+            case IceFrame::Op::answer:
+                if (p.ice && p.ice->dialer && p.ice->id == f.attempt)
+                    p.ice->session->set_remote(ice_description(f));
+                return;
+            case IceFrame::Op::end:
+                if (p.ice && p.ice->id == f.attempt) ice_failed(p, "refused: " + f.reason);
+                return;
+        }
+    }
+
     // ---- dormant watches and knocks --------------------------------------
 
     void wake(Peer& p, const char* why) {
@@ -1346,6 +1559,10 @@ struct Daemon::Impl {
         auto f = dec.next();
         if (!f || !*f) return spdlog::debug("presence: a bad signal from {}", from.hex().substr(0, 8));
         if (std::holds_alternative<PresenceFrame>(f->value())) wake(p, "it knocked");
+        if (auto* ice = std::get_if<IceFrame>(&f->value())) {
+            wake(p, "an ice signal");
+            on_ice_frame(p, *ice);
+        }
     }
 
     void on_record(const UserId& id, const dht::PresenceRecord& r) {
@@ -1489,6 +1706,8 @@ struct Daemon::Impl {
                 {"watch", !p.watch    ? "none"
                           : p.dormant ? "dormant"
                                       : "listening"},
+                {"link_path", p.link ? p.link->path().kind : std::string()},
+                {"link_error", p.link_error},
                 {"last_seen", p.contact.last_seen},
                 {"message", p.contact.state == ContactState::pending_in ? p.contact.request : std::string()}};
     }

@@ -193,3 +193,68 @@ TEST_CASE("ice: a TLS link over ICE refuses a peer it does not accept", "[ice]")
     CHECK(!la->is_open());
     CHECK(!lb->is_open());
 }
+
+// ---- juiced with --ice on ----------------------------------------------------
+
+#include "harness.hpp"
+
+namespace {
+
+using json = nlohmann::json;
+
+std::optional<json> link_up(juice::test::EventWatcher& w, const std::string& id,
+                            std::chrono::milliseconds t) {
+    return w.wait_for([&](const json& e) { return e["type"] == "link" && e["id"] == id && e["up"] == true; },
+                      t);
+}
+
+}  // namespace
+
+TEST_CASE("ice: two juiced with --ice on link over ICE, and messages flow", "[ice][daemon]") {
+    using namespace juice::test;
+    TempDir dir;
+    DhtBootstrap boot(random_network_id(), dir.path());
+    Juiced a("alice", dir.path(), boot, {"--ice", "on"}), b("bob", dir.path(), boot, {"--ice", "on"});
+    REQUIRE(a.start());
+    REQUIRE(b.start());
+    EventWatcher ea(a);
+    befriend(a, b);
+    auto up = link_up(ea, b.id(), 20s);
+    REQUIRE(up);
+    INFO(up->dump());
+    // Loopback host candidates (--link-bind 127.0.0.1): a host path.
+    CHECK((*up)["path"] == "host");
+    CHECK((*up)["remote"].get<std::string>().rfind("127.0.0.1:", 0) == 0);
+    if (up->contains("setup_ms")) WARN("ice link setup: " << (*up)["setup_ms"] << " ms");
+    CHECK(contact_entry(a, b.id())["link_path"] == "host");
+    CHECK(contact_entry(b, a.id())["link_path"] == "host");
+
+    for (int i = 0; i < 5; ++i) {
+        auto m = a.call("messages.send", {{"to", b.id()}, {"text", "over ice " + std::to_string(i)}});
+        REQUIRE(ea.wait_for(
+            [&](const json& e) {
+                return e["type"] == "message.state" && e["msg_id"] == m["msg_id"] &&
+                       e["state"] == "delivered";
+            },
+            10s));
+    }
+    auto hist = b.call("messages.history", {{"with", a.id()}});
+    CHECK(hist.size() == 5);
+    CHECK(a.stop() == 0);
+    CHECK(b.stop() == 0);
+}
+
+TEST_CASE("ice: a peer without ICE is linked over TCP", "[ice][daemon]") {
+    using namespace juice::test;
+    TempDir dir;
+    DhtBootstrap boot(random_network_id(), dir.path());
+    Juiced a("alice", dir.path(), boot, {"--ice", "on"}), b("bob", dir.path(), boot);
+    REQUIRE(a.start());
+    REQUIRE(b.start());
+    EventWatcher ea(a);
+    befriend(a, b);
+    auto up = link_up(ea, b.id(), 20s);
+    REQUIRE(up);
+    CHECK((*up)["path"] == "tcp");
+    CHECK(contact_entry(a, b.id())["link_path"] == "tcp");
+}

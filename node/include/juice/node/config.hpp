@@ -71,6 +71,17 @@ struct Config {
     // with), when a link forms, and on a poll (one DHT get) every
     // presence_poll. 0 s = always listen.
     std::chrono::seconds presence_dormant_after{600};
+
+    // Links through NATs (docs/NAT.md): ICE (libnice) with candidates sent
+    // in DHT signals; the TLS link runs over pseudo-TCP on the chosen path.
+    // Off: links use the TCP candidates of presence records only. A peer
+    // without the "ice" capability is dialled over TCP either way, and a
+    // failed ICE attempt falls back to TCP.
+    bool ice = false;
+    std::string stun;  // "ip:port" of a STUN server ("" = none)
+    std::string turn;  // "ip:port" of a TURN server (UDP; "" = none)
+    std::string turn_user, turn_password;
+    std::chrono::seconds ice_timeout{25};  // one attempt, offer to link open
     std::chrono::seconds presence_poll{3600};
 
     // Voice calls (docs/DESIGN.md "Calls").
