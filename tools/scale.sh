@@ -40,7 +40,12 @@ if [ -z "${PLOT_ONLY:-}" ]; then
   # The buddies run measures bytes only, so the broadcast runs (which load
   # the CPU) go beside it.
   echo "scale.sh: idle traffic against offline buddies, and the broadcast model" >&2
+  # juiced's default (watches of offline buddies sleep after 10 min: the
+  # window starts after that), and always listening, as before; the latter
+  # over 30 min, so that it holds the 10-minute search resyncs.
   "$sim" --out "$out/buddies.json" buddies --nodes 100 --probes 0,10,25,50,100 --idle "$idle" &
+  "$sim" --out "$out/buddies-listen.json" buddies --nodes 100 --probes 0,10,25,50,100 --dormant-after 0 \
+    --idle 1800 &
   for n in $bsizes; do
     echo "scale.sh: broadcast model, N=$n" >&2
     "$sim" --out "$out/broadcast-$n.json" broadcast --nodes "$n" --buddies "$buddies" --window 120
@@ -67,8 +72,10 @@ for n in $sizes; do
          | to_entries[] | "\(.value) \((.key + 1) / $l)"' "$f" > "$out/cdf-$n.dat"
 done
 
-jq -r '.probes[] | "\(.offline_buddies) \(.bytes_per_s) \(.bytes_in_per_s) \(.bytes_out_per_s)"' \
-  "$out/buddies.json" > "$out/buddies.dat" 2>/dev/null || true
+for b in buddies buddies-listen; do
+  jq -r '.probes[] | "\(.offline_buddies) \(.bytes_per_s) \(.bytes_in_per_s) \(.bytes_out_per_s)"' \
+    "$out/$b.json" > "$out/$b.dat" 2>/dev/null || true
+done
 
 {
   echo "juice model (DhtNode, loopback), buddies=$buddies, idle window ${idle}s"
@@ -126,9 +133,9 @@ set title "Idle traffic of one user against its offline buddies"
 set xlabel "offline buddies watched"
 set ylabel "bytes per second (in+out)"
 set key top left
-plot "$out/buddies.dat" using 1:2 with linespoints lw 2 pt 7 title "total", \
-     "$out/buddies.dat" using 1:4 with linespoints lw 1 pt 5 title "sent", \
-     "$out/buddies.dat" using 1:3 with linespoints lw 1 pt 9 title "received", \
+plot "$out/buddies-listen.dat" using 1:2 with linespoints lw 2 pt 5 title "always listening", \
+     "$out/buddies.dat" using 1:2 with linespoints lw 2 pt 7 title "watches sleep after 10 min (default)", \
+     "$out/buddies.dat" using 1:4 with linespoints lw 1 pt 9 title "  of which sent", \
      500 with lines dt 2 title "target 0.5 KB/s"
 EOF
 echo "scale.sh: results and plots in $out/" >&2

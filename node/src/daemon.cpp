@@ -53,6 +53,8 @@ constexpr std::size_t k_max_incoming_handshakes = 64;
 constexpr std::size_t k_max_pending_requests = 1000;  // strangers' requests waiting for an answer
 constexpr auto k_typing_timeout = seconds(10);
 constexpr std::size_t k_max_acks_per_bundle = 1500;
+// An ICE attempt's failed state is final only after this long (see ice_start).
+constexpr std::chrono::seconds k_ice_settle{12};
 // A link's outgoing queue: sending the outbox pauses above the high-water
 // mark and resumes (from the 1 s tick) once the queue is below the low one,
 // so a big outbox or a slow peer never holds more than this in memory.
@@ -110,6 +112,7 @@ struct Peer {
         std::unique_ptr<asio::steady_timer> deadline;
         steady_clock::time_point started;
         bool linking = false;
+        std::optional<ice::Description> offer;  // answerer: the dialer's, until our answer is stored
     };
     std::unique_ptr<IceAttempt> ice;
     std::string link_error;                     // why the last attempt failed ("" after a link)
@@ -1401,14 +1404,40 @@ struct Daemon::Impl {
             if (d.candidates.empty()) return ice_failed(*q, "no_candidates");
             UserId to = q->contact.id;
             MessageId aid = q->ice->id;
+            std::string kinds;
+            for (const auto& c : d.candidates)
+                kinds += " " + c.type + " " + c.ip + ":" + std::to_string(c.port);
+            spdlog::debug("ice: {} for {}:{}", dialer ? "offer" : "answer", to.hex().substr(0, 8), kinds);
             send_signal(to, ice_frame(aid, dialer ? IceFrame::Op::offer : IceFrame::Op::answer, d),
-                        [this, current](bool ok) {
-                            if (Peer* r = current(); r && !ok) ice_failed(*r, "signal_failed");
+                        [this, current, dialer](bool ok) {
+                            Peer* r = current();
+                            if (!r) return;
+                            if (!ok) return ice_failed(*r, "signal_failed");
+                            // The answerer checks only once its answer is stored:
+                            // checks sent before the dialer has it die at the
+                            // dialer's TURN relay (no permission yet), and
+                            // libnice drops the relay of a failed component.
+                            if (!dialer && r->ice->offer) r->ice->session->set_remote(*r->ice->offer);
                         });
         };
         ev.on_state = [this, current](ice::State st) {
             if (st != ice::State::failed) return;
-            if (Peer* q = current()) ice_failed(*q, cfg.turn.empty() ? "no_path" : "checks_failed");
+            Peer* q = current();
+            if (!q) return;
+            // Early failures are normal: the answerer checks before the
+            // dialer has its answer (a TURN relay drops those checks: no
+            // permission yet), and its pairs fail; the dialer's checks then
+            // revive them. So a failed state only counts once the attempt is
+            // k_ice_settle old and still failed.
+            const auto age = steady_clock::now() - q->ice->started;
+            const auto wait =
+                age >= k_ice_settle ? milliseconds(0) : duration_cast<milliseconds>(k_ice_settle - age);
+            auto t = std::make_shared<asio::steady_timer>(io, wait);
+            t->async_wait([this, t, current](std::error_code ec) {
+                Peer* r = current();
+                if (ec || !r || r->ice->session->state() != ice::State::failed) return;
+                ice_failed(*r, cfg.turn.empty() ? "no_path" : "checks_failed");
+            });
         };
         ev.on_writable = [this, current] {
             Peer* q = current();
@@ -1480,7 +1509,7 @@ struct Daemon::Impl {
                 if (p.ice && p.ice->id == f.attempt) return;  // a repeat
                 p.ice.reset();
                 ice_start(p, false, f.attempt);
-                p.ice->session->set_remote(ice_description(f));
+                p.ice->offer = ice_description(f);  // applied once our answer is out
                 return;
             }
             case IceFrame::Op::answer:

@@ -207,8 +207,11 @@ struct Session::Core : std::enable_shared_from_this<Session::Core> {
         auto flags = cfg.reliable ? NICE_AGENT_OPTION_RELIABLE : NICE_AGENT_OPTION_NONE;
         agent = nice_agent_new_full(rt->ctx, NICE_COMPATIBILITY_RFC5245, flags);
         rt->agents.insert(agent);
+        // 5 check retransmissions (0.5 s doubling: ~15 s) instead of 3
+        // (~3.5 s): the two sides start checking seconds apart when the offer
+        // and answer cross a large DHT.
         g_object_set(agent, "controlling-mode", cfg.controlling ? TRUE : FALSE, "upnp", FALSE, "ice-tcp",
-                     FALSE, nullptr);
+                     FALSE, "stun-max-retransmissions", guint(5), nullptr);
         if (cfg.stun)
             g_object_set(agent, "stun-server", cfg.stun->ip.c_str(), "stun-server-port",
                          guint(cfg.stun->port), nullptr);

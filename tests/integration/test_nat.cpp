@@ -1,0 +1,216 @@
+// Links through real NATs: tools/natlab.sh builds an "internet" with a
+// bootstrap node and coturn (STUN + TURN), and two homes behind iptables NAT
+// routers with the same private subnet. Needs root, so hidden from the
+// default run: `juice_integration "[nat]"`, or -DJUICE_NAT_TESTS=ON.
+// Each case says which path the link took, and how long it took from the
+// contact's arrival (docs/NAT.md has the measured numbers).
+#include "harness.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+using namespace juice::test;
+using json = nlohmann::json;
+using clk = std::chrono::steady_clock;
+
+namespace {
+
+std::string natlab() {
+#ifdef JUICE_SOURCE_DIR
+    return std::string(JUICE_SOURCE_DIR) + "/tools/natlab.sh";
+#else
+    return "tools/natlab.sh";
+#endif
+}
+
+// The lab, built in the constructor and torn down in the destructor.
+class Lab {
+public:
+    explicit Lab(const std::filesystem::path& dir) : m_dir(dir) {
+        m_env = "JUICE_NAT_PREFIX=jn" + std::to_string(::getpid() % 10000) + "- ";
+        run_shell(m_env + natlab() + " down >/dev/null 2>&1");
+        m_up = run_shell(m_env + natlab() + " up >" + (dir / "natlab.log").string() + " 2>&1") &&
+               run_shell(m_env + natlab() + " turn " + (dir / "turn").string() + " >>" +
+                         (dir / "natlab.log").string() + " 2>&1");
+        std::ofstream(dir / "turn-pass") << "lab-secret\n";
+    }
+    ~Lab() {
+        run_shell(m_env + natlab() + " down >/dev/null 2>&1");
+        run_shell("pkill -F " + (m_dir / "turn" / "turn.pid").string() + " >/dev/null 2>&1");
+    }
+    bool up() const { return m_up; }
+    bool nat(const std::string& router, const std::string& type) {
+        return run_shell(m_env + natlab() + " nat " + router + " " + type);
+    }
+    std::vector<std::string> exec(const std::string& name) const {
+        return {"ip", "netns", "exec", "jn" + std::to_string(::getpid() % 10000) + "-" + name};
+    }
+    std::filesystem::path turn_pass() const { return m_dir / "turn-pass"; }
+
+private:
+    std::filesystem::path m_dir;
+    std::string m_env;
+    bool m_up = false;
+};
+
+struct Case {
+    std::string a_nat, b_nat;
+    bool turn;
+    std::string expect;  // "direct", "relay", "any", "fail"
+};
+
+double ms_since(clk::time_point t0) {
+    return std::chrono::duration<double, std::milli>(clk::now() - t0).count();
+}
+
+void run_case(const Case& c) {
+    // JUICE_NAT_ONLY=a/b/turn|noturn runs one case (by hand, while debugging).
+    if (const char* only = std::getenv("JUICE_NAT_ONLY");
+        only && std::string(only) != c.a_nat + "/" + c.b_nat + "/" + (c.turn ? "turn" : "noturn"))
+        return;
+    INFO("A behind " << c.a_nat << ", B behind " << c.b_nat << (c.turn ? ", TURN" : ", no TURN"));
+    TempDir dir;
+    Lab lab(dir.path());
+    REQUIRE(lab.up());
+    REQUIRE(lab.nat("rA", c.a_nat));
+    REQUIRE(lab.nat("rB", c.b_nat));
+    auto net = random_network_id();
+    JuicedBootstrap boot(dir.path() / "boot", net);
+    boot.wrapper = lab.exec("boot");
+    boot.host = "203.0.113.2";
+    REQUIRE(boot.start());
+
+    // STUN from the same coturn when there is no TURN (with TURN, its
+    // allocation gives the server-reflexive address too).
+    std::vector<std::string> args{"--ice", "on"};
+    if (!c.turn) args.insert(args.end(), {"--stun", "203.0.113.3:3478"});
+    if (c.turn)
+        for (const auto& s : {"--turn", "203.0.113.3:3478", "--turn-user", "juice", "--turn-password-file"})
+            args.emplace_back(s);
+    if (c.turn) args.push_back(lab.turn_pass().string());
+    Juiced a("alice", dir.path(), boot.address(), net, args), b("bob", dir.path(), boot.address(), net, args);
+    a.wrapper = lab.exec("a");
+    a.link_bind = "192.168.1.10";
+    b.wrapper = lab.exec("b");
+    b.link_bind = "192.168.1.20";
+    REQUIRE(a.start());
+    REQUIRE(b.start());
+    // The dialer is the lower id; watch its events.
+    Juiced& dialer = a.id() < b.id() ? a : b;
+    Juiced& other = a.id() < b.id() ? b : a;
+    EventWatcher ed(dialer), eo(other);
+
+    // Contacts through the inbox (no link is needed for that).
+    a.call("contacts.add", {{"id", b.id()}, {"message", "hi"}});
+    REQUIRE(wait_until([&] { return contact_entry(b, a.id())["state"] == "pending_in"; }, 30s));
+    b.call("contacts.accept", {{"id", a.id()}});
+    auto t_online = eo.wait_for(
+        [&](const json& e) {
+            return e["type"] == "presence" && e["id"] == dialer.id() && e["online"] == true;
+        },
+        30s);
+    auto t0 = clk::now();
+    REQUIRE(t_online);
+
+    if (c.expect == "fail") {
+        auto failed = ed.wait_for(
+            [&](const json& e) { return e["type"] == "link.failed" && e["id"] == other.id(); }, 60s);
+        REQUIRE(failed);
+        WARN("no path: link.failed '" << (*failed)["reason"] << "' after " << ms_since(t0) << " ms");
+        CHECK((*failed)["reason"] == "no_path");
+        CHECK(contact_entry(dialer, other.id())["linked"] == false);
+        CHECK(contact_entry(dialer, other.id())["link_error"] == "no_path");
+        // Messages still go through the DHT inbox.
+        auto m = dialer.call("messages.send", {{"to", other.id()}, {"text", "through the inbox"}});
+        REQUIRE(ed.wait_for(
+            [&](const json& e) {
+                return e["type"] == "message.state" && e["msg_id"] == m["msg_id"] &&
+                       e["state"] == "delivered";
+            },
+            60s));
+        return;
+    }
+
+    auto up = ed.wait_for(
+        [&](const json& e) { return e["type"] == "link" && e["id"] == other.id() && e["up"] == true; }, 60s);
+    if (!up) {
+        auto lines = [](const std::string& log, const std::string& what) {
+            std::string out;
+            std::istringstream in(log);
+            for (std::string l; std::getline(in, l);)
+                if (l.find(what) != std::string::npos) out += l + "\n";
+            return out;
+        };
+        if (const char* keep = std::getenv("JUICE_NAT_LOGS")) {  // full logs, for a human
+            std::ofstream(std::string(keep) + "/dialer.log") << dialer.log();
+            std::ofstream(std::string(keep) + "/other.log") << other.log();
+            std::filesystem::copy_file(dir.path() / "turn" / "turn.log", std::string(keep) + "/turn.log",
+                                       std::filesystem::copy_options::overwrite_existing);
+        }
+        std::ifstream t(dir.path() / "turn" / "turn.log");
+        std::string turn_log((std::istreambuf_iterator<char>(t)), {});
+        WARN("dialer:\n"
+             << lines(dialer.log(), std::getenv("NAT_GREP") ? std::getenv("NAT_GREP") : "ice") << "other:\n"
+             << lines(other.log(), std::getenv("NAT_GREP") ? std::getenv("NAT_GREP") : "ice")
+             << "turn log tail:\n"
+             << turn_log.substr(turn_log.size() > 3000 ? turn_log.size() - 3000 : 0));
+    }
+    REQUIRE(up);
+    const double took = ms_since(t0);
+    const std::string path = (*up)["path"];
+    WARN(c.a_nat << "/" << c.b_nat << (c.turn ? " +TURN" : "") << ": linked over '" << path << "' ("
+                 << (*up)["local"] << " -> " << (*up)["remote"] << ") " << took
+                 << " ms after the contact came online"
+                 << ", ICE setup " << up->value("setup_ms", -1) << " ms");
+    if (c.expect == "direct") CHECK((path == "srflx" || path == "prflx" || path == "host"));
+    if (c.expect == "relay") CHECK(path == "relay");
+    CHECK(path != "tcp");
+    CHECK(contact_entry(dialer, other.id())["link_path"] == path);
+
+    // Messages both ways over the link.
+    for (auto* from : {&dialer, &other}) {
+        Juiced& to = from == &dialer ? other : dialer;
+        EventWatcher ef(*from);
+        for (int i = 0; i < 5; ++i) {
+            auto m = from->call("messages.send", {{"to", to.id()}, {"text", "nat " + std::to_string(i)}});
+            REQUIRE(ef.wait_for(
+                [&](const json& e) {
+                    return e["type"] == "message.state" && e["msg_id"] == m["msg_id"] &&
+                           e["state"] == "delivered";
+                },
+                20s));
+        }
+    }
+    CHECK(a.call("messages.history", {{"with", b.id()}}).size() == 10);
+    CHECK(a.stop() == 0);
+    CHECK(b.stop() == 0);
+}
+
+}  // namespace
+
+TEST_CASE("nat: a direct link through cone NATs, and a clear failure when no path exists", "[.][nat]") {
+    if (::geteuid() != 0) {
+        WARN("not root: the NAT lab needs ip netns and iptables; skipped");
+        return;
+    }
+    auto c = GENERATE(Case{"cone", "cone", false, "direct"}, Case{"symmetric", "symmetric", false, "fail"});
+    run_case(c);
+}
+
+// The relayed cases do not link yet (issue 7 stays open): both agents get
+// TURN allocations and permissions from coturn 4.6.1, but no check through
+// the relay is ever answered (coturn answers some request of each session
+// with 400 Bad Request right after its CreatePermission; docs/NAT.md,
+// "Status"). Kept as the reproduction: juice_integration "[nat-relay]".
+TEST_CASE("nat: through a TURN relay when a symmetric NAT blocks direct paths", "[.][nat-relay]") {
+    if (::geteuid() != 0) {
+        WARN("not root: the NAT lab needs ip netns and iptables; skipped");
+        return;
+    }
+    auto c = GENERATE(Case{"cone", "symmetric", true, "any"}, Case{"symmetric", "symmetric", true, "relay"});
+    run_case(c);
+}
