@@ -113,6 +113,7 @@ struct Peer {
         steady_clock::time_point started;
         bool linking = false;
         std::optional<ice::Description> offer;  // answerer: the dialer's, until our answer is stored
+        bool answered = false;                  // dialer: the answer came
     };
     std::unique_ptr<IceAttempt> ice;
     std::string link_error;                     // why the last attempt failed ("" after a link)
@@ -1513,8 +1514,10 @@ struct Daemon::Impl {
                 return;
             }
             case IceFrame::Op::answer:
-                if (p.ice && p.ice->dialer && p.ice->id == f.attempt)
+                if (p.ice && p.ice->dialer && p.ice->id == f.attempt && !p.ice->answered) {
+                    p.ice->answered = true;
                     p.ice->session->set_remote(ice_description(f));
+                }
                 return;
             case IceFrame::Op::end:
                 if (p.ice && p.ice->id == f.attempt) ice_failed(p, "refused: " + f.reason);
@@ -1616,6 +1619,13 @@ struct Daemon::Impl {
             // Fresh news: retry at once instead of waiting out a backoff.
             p.retry.reset();
             p.backoff = milliseconds(0);
+            // An offer still unanswered may have been dropped (e.g. they had
+            // not accepted us yet; accepting republishes their record): offer
+            // again rather than wait out the attempt.
+            if (p.ice && p.ice->dialer && !p.ice->answered && !p.ice->linking) {
+                p.ice.reset();
+                p.connecting = false;
+            }
             maybe_dial(p);
         }
     }
