@@ -158,6 +158,7 @@ public:
         {
             std::lock_guard lk(m_mtx);
             for (auto& [key, w] : m_watches) {
+                if (w.live) w.live_or_woken = now;  // juiced keeps a live contact awake
                 if (!w.dormant && now - w.live_or_woken >= m_dormant_after) todo.push_back({key, w});
                 if (w.dormant && m_poll.count() > 0 && now >= w.next_poll) todo.push_back({key, w});
             }
@@ -175,8 +176,10 @@ public:
                 w.next_poll = now + m_poll;
             }
             std::lock_guard lk(m_mtx);
-            if (auto it = m_watches.find(key); it != m_watches.end() && it->second.token == w.token)
-                it->second = w;
+            if (auto it = m_watches.find(key); it != m_watches.end() && it->second.token == w.token) {
+                it->second.dormant = w.dormant;
+                it->second.next_poll = w.next_poll;
+            }
         }
     }
 
@@ -416,8 +419,10 @@ private:
             m_lookup_samples.push_back(ms_between(it->second, now));
             m_lookups.erase(it);
         }
-        if (auto w = m_watches.find({watcher, publisher}); w != m_watches.end() && r.status != "offline")
-            w->second.live_or_woken = now;
+        if (auto w = m_watches.find({watcher, publisher}); w != m_watches.end()) {
+            w->second.live = r.status != "offline";
+            if (w->second.live) w->second.live_or_woken = now;
+        }
         auto it = m_pubs.find({publisher, r.ts});
         if (it == m_pubs.end()) return;
         auto& p = it->second;
@@ -440,6 +445,7 @@ private:
     struct Watch {
         std::uint64_t token = 0;
         clk::time_point live_or_woken;  // watch started, or a live record seen
+        bool live = false;              // the newest record seen is not "offline"
         bool dormant = false;
         clk::time_point next_poll;
     };
