@@ -55,6 +55,7 @@ constexpr auto k_typing_timeout = seconds(10);
 constexpr std::size_t k_max_acks_per_bundle = 1500;
 // An ICE attempt's failed state is final only after this long (see ice_start).
 constexpr std::chrono::seconds k_ice_settle{12};
+constexpr std::size_t k_max_ice_sessions = 32;  // ICE attempts answered at once
 // A link's outgoing queue: sending the outbox pauses above the high-water
 // mark and resumes (from the 1 s tick) once the queue is below the low one,
 // so a big outbox or a slow peer never holds more than this in memory.
@@ -117,6 +118,8 @@ struct Peer {
     };
     std::unique_ptr<IceAttempt> ice;
     std::string link_error;                     // why the last attempt failed ("" after a link)
+    steady_clock::time_point offers_since{};    // ICE offers from them: window start
+    int offers = 0;                             // ... and count in it (rate limit)
     std::optional<dht::PresenceRecord> record;  // newest valid DHT record
     bool record_live = false;                   // online per the DHT, not superseded by a bye
     std::shared_ptr<Link> link;                 // open link
@@ -1508,6 +1511,21 @@ struct Daemon::Impl {
                 // Only the dialer offers; a contact that may link with us.
                 if (we_dial(p.contact.id) || !accepts(p.contact.id)) return;
                 if (p.ice && p.ice->id == f.attempt) return;  // a repeat
+                // Each offer costs an agent (and a TURN allocation): at most
+                // 5 per contact in 10 s, and k_max_ice_sessions at once.
+                const auto now = steady_clock::now();
+                if (now - p.offers_since > seconds(10)) {
+                    p.offers_since = now;
+                    p.offers = 0;
+                }
+                if (++p.offers > 5)
+                    return spdlog::warn("ice: too many offers from {}; ignored",
+                                        p.contact.id.hex().substr(0, 8));
+                std::size_t sessions = 0;
+                for (const auto& [id, q] : peers) sessions += q.ice ? 1 : 0;
+                if (!p.ice && sessions >= k_max_ice_sessions)
+                    return spdlog::warn("ice: {} attempts in progress, an offer from {} waits for its retry",
+                                        sessions, p.contact.id.hex().substr(0, 8));
                 p.ice.reset();
                 ice_start(p, false, f.attempt);
                 p.ice->offer = ice_description(f);  // applied once our answer is out
