@@ -232,7 +232,7 @@ int main(int argc, char** argv) {
     bool no_lan = false;
     unsigned inbox_refresh_s = 240;
     unsigned presence_refresh_s = 1800;
-    unsigned presence_dormant_s = 600, presence_poll_s = 3600;
+    unsigned presence_dormant_s = 600, presence_poll_s = 7200;
     bool no_voice = false;
     unsigned ring_timeout_s = 45;
     bool bootstrap_node = false;

@@ -117,7 +117,7 @@ struct BuddiesConfig {
     bool stable_listens = true;
     int republish_s = 1800;
     int dormant_after_s = 600;  // as juiced --presence-dormant-after (0 = always listen)
-    int poll_s = 3600;          // as juiced --presence-poll
+    int poll_s = 7200;          // as juiced --presence-poll
 };
 nlohmann::json run_buddies(const BuddiesConfig& cfg);
 

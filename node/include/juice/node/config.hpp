@@ -82,7 +82,7 @@ struct Config {
     std::string turn;  // "ip:port" of a TURN server (UDP; "" = none)
     std::string turn_user, turn_password;
     std::chrono::seconds ice_timeout{25};  // one attempt, offer to link open
-    std::chrono::seconds presence_poll{3600};
+    std::chrono::seconds presence_poll{7200};
 
     // Voice calls (docs/DESIGN.md "Calls").
     bool voice = true;  // advertise "voice" and accept calls
