@@ -135,7 +135,7 @@ public:
                 u.node->watch_presence(m_ids[static_cast<std::size_t>(b)].id(),
                                        [this, i, b](const PresenceRecord& r) { on_record(i, b, r); });
             std::lock_guard lk(m_mtx);
-            m_watches[{i, b}] = Watch{token, t0, false, {}};
+            m_watches[{i, b}] = Watch{token, t0, false, false, {}};
         }
         u.watching = true;
     }
