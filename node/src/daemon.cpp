@@ -1713,6 +1713,13 @@ struct Daemon::Impl {
                     // Re-put what waits in contacts' inboxes (we may have been
                     // down for longer than stock nodes keep it).
                     refresh_inbox();
+                    // Back after an outage: contacts may have put their
+                    // watch on us to sleep meanwhile. Knock the live ones
+                    // again (and the rest when their records arrive).
+                    for (auto& [id, p] : peers) {
+                        p.knocked = false;
+                        if (p.record_live) maybe_knock(p);
+                    }
                 }
             }
             watch_dht_state();
