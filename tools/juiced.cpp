@@ -19,7 +19,6 @@
 #include <unistd.h>
 #include <CLI/CLI.hpp>
 
-#include <asio/ip/address.hpp>
 #include <cstdio>
 
 #include <fstream>
@@ -351,13 +350,8 @@ int main(int argc, char** argv) {
 
     cfg.ice = ice_mode == "on";
     for (const auto* ep : {&cfg.stun, &cfg.turn}) {
-        if (ep->empty()) continue;
-        auto colon = ep->rfind(':');
-        std::error_code ec;
-        int port = colon == std::string::npos ? 0 : std::atoi(ep->c_str() + colon + 1);
-        if (colon != std::string::npos) (void)asio::ip::make_address(ep->substr(0, colon), ec);
-        if (colon == std::string::npos || ec || port <= 0 || port > 65535) {
-            std::cerr << "juiced: '" << *ep << "' is not IP:PORT (a numeric IPv4 address and a port)\n";
+        if (!ep->empty() && !juice::node::parse_ip_port(*ep)) {
+            std::cerr << "juiced: '" << *ep << "' is not IP:PORT (a numeric IP address and a port)\n";
             return 2;
         }
     }

@@ -30,7 +30,6 @@
 #include <spdlog/spdlog.h>
 #include <asio.hpp>
 
-#include <charconv>
 #include <cstring>
 #include <map>
 #include <random>
@@ -1338,15 +1337,9 @@ struct Daemon::Impl {
         c.controlling = controlling;
         if (!cfg.link_bind.empty()) c.local_addresses = {cfg.link_bind};
         auto split = [](const std::string& hp) -> std::optional<ice::Server> {
-            auto colon = hp.rfind(':');
-            if (colon == std::string::npos) return std::nullopt;
-            std::uint16_t port = 0;
-            auto tail = hp.substr(colon + 1);
-            if (std::from_chars(tail.data(), tail.data() + tail.size(), port).ec != std::errc{} || !port)
-                return std::nullopt;
-            auto host = hp.substr(0, colon);
-            if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-            return ice::Server{host, port};
+            auto ep = parse_ip_port(hp);  // juiced refused bad ones at start
+            if (!ep) return std::nullopt;
+            return ice::Server{ep->ip, ep->port};
         };
         if (!cfg.stun.empty()) c.stun = split(cfg.stun);
         if (!cfg.turn.empty())

@@ -7,10 +7,20 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace juice::node {
+
+// A numeric "IP:PORT" ("[v6]:PORT" too), as --stun and --turn take it.
+struct IpPort {
+    std::string ip;
+    std::uint16_t port = 0;
+};
+// nullopt unless `s` is a numeric IP address and a port 1..65535.
+std::optional<IpPort> parse_ip_port(std::string_view s);
 
 struct Config {
     // Where identity, database and node cache live:
