@@ -8,7 +8,8 @@
 #   tools/natlab.sh exec NAME CMD...   # run CMD in namespace NAME
 #   tools/natlab.sh down               # tear everything down (safe to repeat)
 #
-#            "internet": bridge br0 in namespace inet, 203.0.113.0/24
+#            "internet": bridge br0 in namespace inet, 203.0.113.0/24 (.1, a
+#            default route that forwards nothing)
 #   boot .2     turn .3 (+ .4;     rA wan .11           rB wan .12
 #               relays from .5)
 #                                  lan 192.168.1.1/24   lan 192.168.1.1/24
@@ -20,7 +21,11 @@
 # replies from where a packet went (address+port-dependent filtering): a
 # port-restricted cone NAT. A symmetric router maps every UDP flow to a
 # random port (--random-fully): endpoint-dependent mapping. New inbound
-# connections are dropped silently, like a home router. Namespace names carry
+# connections are dropped silently, like a home router. Every internet host
+# routes by default to .1, which forwards nothing: a packet to a private
+# address vanishes, as on the real internet (with no route at all, coturn's
+# relay gets ENETUNREACH for a peer's host candidate and drops the whole
+# allocation). Namespace names carry
 # a prefix (JUICE_NAT_PREFIX, default "jn-"). The [nat] tests drive this
 # script (tests/integration/test_nat.cpp); docs/NAT.md explains the cases.
 set -euo pipefail
@@ -40,6 +45,7 @@ wan() {
   ip -n "${P}inet" link set "${P}${n}w" master br0 up
   for a in "$@"; do ip -n "${P}$n" addr add "$a/24" dev eth0; done
   ip -n "${P}$n" link set eth0 up
+  ip -n "${P}$n" route add default via 203.0.113.1
 }
 
 # home ROUTER HOST WANADDR HOSTADDR: a NAT router on the internet and one
@@ -85,6 +91,7 @@ up() {
   ip netns add "${P}inet"
   ip -n "${P}inet" link set lo up
   ip -n "${P}inet" link add br0 type bridge
+  ip -n "${P}inet" addr add 203.0.113.1/24 dev br0
   ip -n "${P}inet" link set br0 up
   wan boot 203.0.113.2
   wan turn 203.0.113.3 203.0.113.4 203.0.113.5
