@@ -100,6 +100,8 @@ struct CallManager::Call {
     State state = ringing_out;
     std::int64_t created_ms = now_ms(), answered_ms = 0;
     std::vector<MediaAddress> peer_media;  // from their offer
+    std::optional<IceParams> peer_ice;     // from their offer, when the audio goes through ICE
+    std::shared_ptr<ice::Session> ice;     // our side of it (outlives `media`, which sends through it)
     std::unique_ptr<media::MediaSession> media;
     std::unique_ptr<media::AudioSource> source;
     std::unique_ptr<media::AudioSink> sink;
@@ -166,27 +168,73 @@ std::vector<MediaAddress> CallManager::our_media(const Call& c) const {
     return {{"", c.media->local_port()}};
 }
 
-Result<void> CallManager::start_media(Call& c, Link& link, const std::vector<MediaAddress>& peer_media) {
+namespace {
+
+// The first of the peer's media addresses we can use ("" is the link's peer address).
+Result<asio::ip::udp::endpoint> pick_media_address(Link& link, const std::vector<MediaAddress>& peer_media) {
     if (peer_media.empty()) return call_error(call_errc::media_failed, "the peer sent no media address");
-    // The first address we can use: "" is the link's peer address.
-    std::optional<asio::ip::udp::endpoint> remote;
     for (const auto& m : peer_media) {
         std::error_code ec;
         auto addr = m.ip.empty() ? link.remote_address() : asio::ip::make_address(m.ip, ec);
         if (ec || addr.is_unspecified()) continue;
         if (addr.is_v6() && addr.to_v6().is_v4_mapped())
             addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
-        remote = asio::ip::udp::endpoint(addr, m.port);
-        break;
+        return asio::ip::udp::endpoint(addr, m.port);
     }
-    if (!remote) return call_error(call_errc::media_failed, "none of the peer's media addresses is usable");
+    return call_error(call_errc::media_failed, "none of the peer's media addresses is usable");
+}
+
+}  // namespace
+
+void CallManager::open_ice(Call& c, bool controlling) {
+    ice::Session::Events ev;
+    const MessageId id = c.id;
+    ev.on_gathered = [this, id](ice::Description d) { on_ice_gathered(id, d); };
+    ev.on_state = [this, id](ice::State st) {
+        if (st == ice::State::failed) end(id, "no_path", true);
+    };
+    ev.on_selected = [this, id](const LinkPath& p) {
+        spdlog::info("call {}: audio over {} ({} -> {})", id.hex().substr(0, 8), p.kind, p.local, p.remote);
+    };
+    c.ice = m_host.ice_session(controlling, std::move(ev));
+    c.media = media::MediaSession::over(std::make_shared<ice::IcePort>(c.ice));
+}
+
+// Our candidates are in: the caller offers; the callee (who has accepted)
+// answers and starts its checks.
+void CallManager::on_ice_gathered(const MessageId& id, const ice::Description& d) {
+    Call* c = find(id);
+    if (!c) return;
+    auto link = m_host.link_to(c->peer);
+    if (!link) return end(id, "link_lost", false);
+    auto params = ice::to_params(d);
+    if (params.candidates.empty()) {
+        spdlog::warn("call {}: no ICE candidate for the audio", id.hex().substr(0, 8));
+        return end(id, "no_candidates", true);
+    }
+    if (c->state == Call::ringing_out) {
+        link->send(CallFrame{id, CallFrame::Op::offer, {}, {}, std::move(params)});
+    } else if (c->peer_ice) {
+        c->ice->set_remote(ice::from_params(*c->peer_ice));
+        link->send(CallFrame{id, CallFrame::Op::accept, {}, {}, std::move(params)});
+    }
+}
+
+Result<void> CallManager::start_media(Call& c, Link& link, const std::vector<MediaAddress>& peer_media) {
+    std::optional<asio::ip::udp::endpoint> remote;
+    if (!c.ice) {
+        if (auto r = pick_media_address(link, peer_media); !r)
+            return r.error();
+        else
+            remote = *r;
+    }
     auto keys = link.export_keying_material(media::k_srtp_exporter_label, media::k_srtp_keying_bytes,
                                             std::span(c.id.bytes.data(), c.id.bytes.size()));
     if (!keys) return call_error(call_errc::media_failed, "call keys: " + keys.error().what());
     media::SessionOptions o;
     o.tls_client = link.outgoing();
     o.keying_material = std::move(*keys);
-    o.remote = *remote;
+    if (remote) o.remote = *remote;
     o.source = std::move(c.source);
     o.sink = std::move(c.sink);
     o.bitrate = m_cfg.call_bitrate;
@@ -195,8 +243,12 @@ Result<void> CallManager::start_media(Call& c, Link& link, const std::vector<Med
     c.state = Call::active;
     c.answered_ms = now_ms();
     c.ring_timer.reset();
-    spdlog::info("call {} with {} active: media to {}:{}", c.id.hex().substr(0, 8), c.peer.hex().substr(0, 8),
-                 remote->address().to_string(), remote->port());
+    if (remote)
+        spdlog::info("call {} with {} active: media to {}:{}", c.id.hex().substr(0, 8), c.peer.hex().substr(0, 8),
+                     remote->address().to_string(), remote->port());
+    else
+        spdlog::info("call {} with {} active: media through ICE", c.id.hex().substr(0, 8),
+                     c.peer.hex().substr(0, 8));
     return {};
 }
 
@@ -215,10 +267,17 @@ Result<MessageId> CallManager::start(const UserId& to, const AudioPaths& audio) 
     c->peer = to;
     c->state = Call::ringing_out;
     if (auto r = open_audio(*c, audio); !r) return r.error();
-    auto m = media::MediaSession::bind(m_cfg.link_bind, m_cfg.media_port);
-    if (!m) return call_error(call_errc::media_failed, m.error().what());
-    c->media = std::move(*m);
-    link->send(CallFrame{c->id, CallFrame::Op::offer, our_media(*c), {}});
+    // Through a NAT (the link runs over ICE) the audio needs ICE too: the
+    // offer goes out once our candidates are gathered.
+    if (m_host.ice_session && link->path().kind != "tcp" &&
+        std::find(caps.begin(), caps.end(), "ice") != caps.end()) {
+        open_ice(*c, true);
+    } else {
+        auto m = media::MediaSession::bind(m_cfg.link_bind, m_cfg.media_port);
+        if (!m) return call_error(call_errc::media_failed, m.error().what());
+        c->media = std::move(*m);
+        link->send(CallFrame{c->id, CallFrame::Op::offer, our_media(*c), {}});
+    }
     MessageId id = c->id;
     c->ring_timer = std::make_unique<asio::steady_timer>(m_io, m_cfg.ring_timeout);
     c->ring_timer->async_wait([this, id](std::error_code ec) {
@@ -245,17 +304,26 @@ Result<void> CallManager::accept(const MessageId& id, const AudioPaths& audio) {
         end(id, "no_audio_device", true);
         return r;
     }
-    auto m = media::MediaSession::bind(m_cfg.link_bind, m_cfg.media_port);
-    if (!m) {
-        end(id, "media_failed", true);
-        return call_error(call_errc::media_failed, m.error().what());
+    if (c->peer_ice) {
+        if (!m_host.ice_session) {
+            end(id, "unsupported", true);
+            return call_error(call_errc::media_failed,
+                              "the caller's audio needs ICE, which is off here (juiced --ice on)");
+        }
+        open_ice(*c, false);  // our accept goes out once our candidates are gathered
+    } else {
+        auto m = media::MediaSession::bind(m_cfg.link_bind, m_cfg.media_port);
+        if (!m) {
+            end(id, "media_failed", true);
+            return call_error(call_errc::media_failed, m.error().what());
+        }
+        c->media = std::move(*m);
     }
-    c->media = std::move(*m);
     if (auto r = start_media(*c, *link, c->peer_media); !r) {
         end(id, "media_failed", true);
         return r;
     }
-    link->send(CallFrame{c->id, CallFrame::Op::accept, our_media(*c), {}});
+    if (!c->ice) link->send(CallFrame{c->id, CallFrame::Op::accept, our_media(*c), {}});
     publish_state(*c);
     return {};
 }
@@ -293,6 +361,7 @@ void CallManager::end(const MessageId& id, const std::string& reason, bool tell_
     } else {
         spdlog::info("call {} ended ({})", id.hex().substr(0, 8), reason);
     }
+    if (c->ice) c->ice->close();  // releases its TURN allocation
     publish_state(*c, reason);
 }
 
@@ -313,6 +382,7 @@ void CallManager::on_frame(const UserId& from, Link& link, const CallFrame& f) {
             call->peer = from;
             call->state = Call::ringing_in;
             call->peer_media = f.media;
+            call->peer_ice = f.ice;
             MessageId id = f.id;
             call->ring_timer = std::make_unique<asio::steady_timer>(m_io, m_cfg.ring_timeout);
             call->ring_timer->async_wait([this, id](std::error_code ec) {
@@ -324,7 +394,14 @@ void CallManager::on_frame(const UserId& from, Link& link, const CallFrame& f) {
             return;
         }
         case CallFrame::Op::accept: {
-            if (!c || c->state != Call::ringing_out) return;
+            if (!c || c->state != Call::ringing_out || !c->media) return;
+            if (c->ice) {
+                if (!f.ice) {
+                    spdlog::warn("call {}: the accept has no ICE parameters", f.id.hex().substr(0, 8));
+                    return end(f.id, "media_failed", true);
+                }
+                c->ice->set_remote(ice::from_params(*f.ice));
+            }
             if (auto r = start_media(*c, link, f.media); !r) {
                 spdlog::warn("call {}: {}", f.id.hex().substr(0, 8), r.error().what());
                 return end(f.id, "media_failed", true);
@@ -391,7 +468,14 @@ json CallManager::list() const {
                  {"frames_concealed", st.frames_concealed},
                  {"rejected", st.rejected},
                  {"remote", st.remote},
+                 {"path", "udp"},
                  {"source_ended", st.source_ended}};
+            if (c->ice) {  // where the audio goes through NATs
+                const auto& p = c->ice->selected();
+                s["path"] = p ? p->kind : "checking";
+                s["remote"] = p ? p->remote : "";
+                if (p && !p->relay.empty()) s["relay"] = p->relay;
+            }
         }
         out.push_back({{"call_id", id.hex()},
                        {"peer", c->peer.hex()},

@@ -1,5 +1,8 @@
 // Calls: signalling over the TLS link (CallFrame), media through a
-// media::MediaSession per call. One call at a time: a second offer while a
+// media::MediaSession per call. When the link itself runs through ICE (a
+// NAT is in the way), the audio gets an ICE session of its own (datagrams,
+// a direct pair or a TURN relay), negotiated in the offer and accept; over a
+// TCP link it goes to the UDP port the peer names, as before. One call at a time: a second offer while a
 // call rings or runs is answered "busy".
 //
 // States, as the API reports them in `call.state` events:
@@ -17,6 +20,7 @@
 #include "juice/node/config.hpp"
 #include "juice/node/frame.hpp"
 #include "juice/node/media/session.hpp"
+#include "ice/ice.hpp"
 #include "link.hpp"
 
 #include <asio/io_context.hpp>
@@ -36,6 +40,8 @@ public:
         std::function<std::shared_ptr<Link>(const UserId&)> link_to;
         std::function<std::vector<std::string>(const UserId&)> caps_of;
         std::function<void(nlohmann::json event)> publish;
+        // A datagram ICE session for a call's audio; unset when ICE is off.
+        std::function<std::shared_ptr<ice::Session>(bool controlling, ice::Session::Events)> ice_session;
     };
     CallManager(asio::io_context& io, const Config& cfg, Host host);
     ~CallManager();
@@ -64,6 +70,8 @@ private:
     void publish_state(const Call& c, const std::string& reason = {});
     Result<void> open_audio(Call& c, const AudioPaths& audio);
     Result<void> start_media(Call& c, Link& link, const std::vector<MediaAddress>& peer_media);
+    void open_ice(Call& c, bool controlling);
+    void on_ice_gathered(const MessageId& id, const ice::Description& d);
     std::vector<MediaAddress> our_media(const Call& c) const;
     Call* find(const MessageId& id);
 

@@ -165,8 +165,8 @@ struct Daemon::Impl {
     std::unique_ptr<Store> store;
     std::unique_ptr<dht::DhtNode> dht;
     std::unique_ptr<api::ApiServer> api;
+    std::unique_ptr<ice::Runtime> ice_rt;  // before calls and peers: their sessions go first
     std::unique_ptr<CallManager> calls;
-    std::unique_ptr<ice::Runtime> ice_rt;  // before peers: their sessions go first
     std::vector<std::string> caps;         // what we announce: "text", and "voice" unless --no-voice
     std::map<UserId, Peer> peers;
     std::set<std::shared_ptr<Link>> incoming;  // accepted, handshake not done
@@ -321,6 +321,12 @@ struct Daemon::Impl {
             return it == peers.end() ? std::vector<std::string>{} : it->second.caps();
         };
         host.publish = [this](json ev) { publish(std::move(ev)); };
+        if (ice_rt)
+            host.ice_session = [this](bool controlling, ice::Session::Events ev) {
+                auto c = ice_config(controlling);
+                c.reliable = false;  // datagrams: RTP
+                return ice::Session::create(*ice_rt, io.get_executor(), std::move(c), std::move(ev));
+            };
         calls = std::make_unique<CallManager>(io, cfg, std::move(host));
         return {};
     }
@@ -1360,19 +1366,12 @@ struct Daemon::Impl {
     }
 
     static IceFrame ice_frame(const MessageId& id, IceFrame::Op op, const ice::Description& d) {
-        IceFrame f{id, op, now_ms(), d.ufrag, d.pwd, {}, ""};
-        for (const auto& c : d.candidates) {
-            if (f.candidates.size() >= k_max_ice_candidates) break;
-            f.candidates.push_back({c.foundation, c.priority, c.type, c.ip, c.port});
-        }
-        return f;
+        auto p = ice::to_params(d);
+        return IceFrame{id, op, now_ms(), std::move(p.ufrag), std::move(p.pwd), std::move(p.candidates), ""};
     }
 
     static ice::Description ice_description(const IceFrame& f) {
-        ice::Description d{f.ufrag, f.pwd, {}, true};
-        for (const auto& c : f.candidates)
-            d.candidates.push_back({c.foundation, c.priority, c.type, c.ip, c.port, "", 0});
-        return d;
+        return ice::from_params(IceParams{f.ufrag, f.pwd, f.candidates});
     }
 
     // Starts a session for `p`'s attempt; its events find the peer by id and

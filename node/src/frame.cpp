@@ -139,6 +139,12 @@ bool candidate_ok(const IceCandidateInfo& c) {
            !c.ip.empty() && c.ip.size() <= k_max_ip_bytes && valid_utf8(c.ip) && c.port != 0;
 }
 
+bool ice_params_ok(const std::string& ufrag, const std::string& pwd, const std::vector<IceCandidateInfo>& cands) {
+    if (!ice_chars(ufrag, 4, 32) || !ice_chars(pwd, 22, 64)) return false;
+    if (cands.empty() || cands.size() > k_max_ice_candidates) return false;
+    return std::all_of(cands.begin(), cands.end(), candidate_ok);
+}
+
 // Encodes a frame that passes the decoder's checks, or returns false.
 struct Encoder {
     Packer& pk;
@@ -233,13 +239,33 @@ struct Encoder {
         put_bool(pk, f.typing);
         return true;
     }
+    void put_ice_params(const std::string& ufrag, const std::string& pwd,
+                        const std::vector<IceCandidateInfo>& cands) const {
+        put_str(pk, "u");
+        put_str(pk, ufrag);
+        put_str(pk, "p");
+        put_str(pk, pwd);
+        put_str(pk, "c");
+        pk.pack_array(static_cast<std::uint32_t>(cands.size()));
+        for (const auto& c : cands) {
+            pk.pack_array(5);
+            put_str(pk, c.foundation);
+            pk.pack_uint32(c.priority);
+            put_str(pk, c.type);
+            put_str(pk, c.ip);
+            pk.pack_uint16(c.port);
+        }
+    }
     bool operator()(const CallFrame& f) const {
-        bool has_media = f.op != CallFrame::Op::end;
+        const bool end = f.op == CallFrame::Op::end;
+        const bool has_ice = !end && f.ice;
+        const bool has_media = !end && (!f.media.empty() || !has_ice);
         if (f.reason.size() > k_max_call_reason_bytes || !valid_utf8(f.reason)) return false;
         if (has_media && (f.media.empty() || f.media.size() > k_max_media_addresses)) return false;
         for (const auto& m : f.media)
             if (m.port == 0 || m.ip.size() > k_max_ip_bytes || !valid_utf8(m.ip)) return false;
-        put_header(pk, has_media ? 4 : 3, "call");
+        if (has_ice && !ice_params_ok(f.ice->ufrag, f.ice->pwd, f.ice->candidates)) return false;
+        put_header(pk, 3 + (has_media ? 1 : 0) + (has_ice ? 3 : 0), "call");
         put_str(pk, "i");
         put_id(pk, f.id);
         put_str(pk, "o");
@@ -257,17 +283,13 @@ struct Encoder {
                 pk.pack_uint16(m.port);
             }
         }
+        if (has_ice) put_ice_params(f.ice->ufrag, f.ice->pwd, f.ice->candidates);
         return true;
     }
     bool operator()(const IceFrame& f) const {
         const bool end = f.op == IceFrame::Op::end;
         if (f.reason.size() > 32 || !valid_utf8(f.reason)) return false;
-        if (!end) {
-            if (!ice_chars(f.ufrag, 4, 32) || !ice_chars(f.pwd, 22, 64)) return false;
-            if (f.candidates.empty() || f.candidates.size() > k_max_ice_candidates) return false;
-            for (const auto& c : f.candidates)
-                if (!candidate_ok(c)) return false;
-        }
+        if (!end && !ice_params_ok(f.ufrag, f.pwd, f.candidates)) return false;
         put_header(pk, end ? 4 : 7, "ice");
         put_str(pk, "s");
         put_id(pk, f.attempt);
@@ -277,22 +299,7 @@ struct Encoder {
         pk.pack_int64(f.ts);
         put_str(pk, "r");
         put_str(pk, f.reason);
-        if (!end) {
-            put_str(pk, "u");
-            put_str(pk, f.ufrag);
-            put_str(pk, "p");
-            put_str(pk, f.pwd);
-            put_str(pk, "c");
-            pk.pack_array(static_cast<std::uint32_t>(f.candidates.size()));
-            for (const auto& c : f.candidates) {
-                pk.pack_array(5);
-                put_str(pk, c.foundation);
-                pk.pack_uint32(c.priority);
-                put_str(pk, c.type);
-                put_str(pk, c.ip);
-                pk.pack_uint16(c.port);
-            }
-        }
+        if (!end) put_ice_params(f.ufrag, f.pwd, f.candidates);
         return true;
     }
     bool operator()(const UnknownFrame&) const { return false; }
@@ -470,6 +477,39 @@ Result<Frame> decode_hello(const Reader& rd) {
     return Frame{std::move(f)};
 }
 
+// "u", "p" and "c" of an `ice` frame or a call's offer/accept.
+Result<void> read_ice_params(const Reader& rd, std::string& ufrag, std::string& pwd,
+                             std::vector<IceCandidateInfo>& cands) {
+    Error err;
+    if (!rd.str("u", 32, ufrag, true, err) || !rd.str("p", 64, pwd, true, err)) return err;
+    if (!ice_chars(ufrag, 4, 32) || !ice_chars(pwd, 22, 64))
+        return malformed("'u' or 'p' is not an ICE ufrag/password");
+    auto* c = rd.need("c", err);
+    if (!c) return err;
+    if (c->type != msgpack::type::ARRAY || c->via.array.size == 0 || c->via.array.size > k_max_ice_candidates)
+        return malformed("'c' must be an array of 1 to 24 candidates");
+    for (std::uint32_t i = 0; i < c->via.array.size; ++i) {
+        const auto& a = c->via.array.ptr[i];
+        if (a.type != msgpack::type::ARRAY || a.via.array.size != 5)
+            return malformed("a candidate must have 5 fields");
+        const auto* e = a.via.array.ptr;
+        if (e[0].type != msgpack::type::STR || e[1].type != msgpack::type::POSITIVE_INTEGER ||
+            e[2].type != msgpack::type::STR || e[3].type != msgpack::type::STR ||
+            e[4].type != msgpack::type::POSITIVE_INTEGER ||
+            e[1].via.u64 > std::numeric_limits<std::uint32_t>::max() || e[4].via.u64 > 65535)
+            return malformed("a candidate has a field of the wrong type");
+        IceCandidateInfo ci;
+        ci.foundation.assign(e[0].via.str.ptr, e[0].via.str.size);
+        ci.priority = static_cast<std::uint32_t>(e[1].via.u64);
+        ci.type.assign(e[2].via.str.ptr, e[2].via.str.size);
+        ci.ip.assign(e[3].via.str.ptr, e[3].via.str.size);
+        ci.port = static_cast<std::uint16_t>(e[4].via.u64);
+        if (!candidate_ok(ci)) return malformed("a candidate has a bad foundation, type, ip or port");
+        cands.push_back(std::move(ci));
+    }
+    return {};
+}
+
 Result<Frame> decode_call(const Reader& rd) {
     CallFrame f;
     Error err;
@@ -486,6 +526,12 @@ Result<Frame> decode_call(const Reader& rd) {
     else
         return malformed("'o' must be offer, accept or end");
     if (f.op == CallFrame::Op::end) return Frame{std::move(f)};
+    if (rd.fields.get("u")) {
+        IceParams ice;
+        if (auto r = read_ice_params(rd, ice.ufrag, ice.pwd, ice.candidates); !r) return r.error();
+        f.ice = std::move(ice);
+        if (!rd.fields.get("m")) return Frame{std::move(f)};
+    }
     auto* m = rd.need("m", err);
     if (!m) return err;
     if (m->type != msgpack::type::ARRAY || m->via.array.size == 0 ||
@@ -522,32 +568,7 @@ Result<Frame> decode_ice(const Reader& rd) {
     else
         return malformed("'o' must be offer, answer or end");
     if (f.op == IceFrame::Op::end) return Frame{std::move(f)};
-    if (!rd.str("u", 32, f.ufrag, true, err) || !rd.str("p", 64, f.pwd, true, err)) return err;
-    if (!ice_chars(f.ufrag, 4, 32) || !ice_chars(f.pwd, 22, 64))
-        return malformed("'u' or 'p' is not an ICE ufrag/password");
-    auto* c = rd.need("c", err);
-    if (!c) return err;
-    if (c->type != msgpack::type::ARRAY || c->via.array.size == 0 || c->via.array.size > k_max_ice_candidates)
-        return malformed("'c' must be an array of 1 to 24 candidates");
-    for (std::uint32_t i = 0; i < c->via.array.size; ++i) {
-        const auto& a = c->via.array.ptr[i];
-        if (a.type != msgpack::type::ARRAY || a.via.array.size != 5)
-            return malformed("a candidate must have 5 fields");
-        const auto* e = a.via.array.ptr;
-        if (e[0].type != msgpack::type::STR || e[1].type != msgpack::type::POSITIVE_INTEGER ||
-            e[2].type != msgpack::type::STR || e[3].type != msgpack::type::STR ||
-            e[4].type != msgpack::type::POSITIVE_INTEGER ||
-            e[1].via.u64 > std::numeric_limits<std::uint32_t>::max() || e[4].via.u64 > 65535)
-            return malformed("a candidate has a field of the wrong type");
-        IceCandidateInfo ci;
-        ci.foundation.assign(e[0].via.str.ptr, e[0].via.str.size);
-        ci.priority = static_cast<std::uint32_t>(e[1].via.u64);
-        ci.type.assign(e[2].via.str.ptr, e[2].via.str.size);
-        ci.ip.assign(e[3].via.str.ptr, e[3].via.str.size);
-        ci.port = static_cast<std::uint16_t>(e[4].via.u64);
-        if (!candidate_ok(ci)) return malformed("a candidate has a bad foundation, type, ip or port");
-        f.candidates.push_back(std::move(ci));
-    }
+    if (auto r = read_ice_params(rd, f.ufrag, f.pwd, f.candidates); !r) return r.error();
     return Frame{std::move(f)};
 }
 

@@ -196,6 +196,7 @@ TEST_CASE("ice: a TLS link over ICE refuses a peer it does not accept", "[ice]")
 
 // ---- juiced with --ice on ----------------------------------------------------
 
+#include "call_flow.hpp"
 #include "harness.hpp"
 
 namespace {
@@ -257,4 +258,29 @@ TEST_CASE("ice: a peer without ICE is linked over TCP", "[ice][daemon]") {
     REQUIRE(up);
     CHECK((*up)["path"] == "tcp");
     CHECK(contact_entry(a, b.id())["link_path"] == "tcp");
+}
+
+TEST_CASE("ice: a call over an ICE link takes an ICE session of its own, and the speech arrives", "[ice][daemon]") {
+    using namespace juice::test;
+    TempDir dir;
+    DhtBootstrap boot(random_network_id(), dir.path());
+    std::vector<std::string> args{"--ice", "on", "--audio", "null"};
+    Juiced a("alice", dir.path(), boot, args), b("bob", dir.path(), boot, args);
+    REQUIRE(a.start());
+    REQUIRE(b.start());
+    EventWatcher ea(a);
+    befriend(a, b);
+    auto up = link_up(ea, b.id(), 20s);
+    REQUIRE(up);
+    REQUIRE((*up)["path"] == "host");
+    auto speech = make_speech(dir.path());
+    auto r = speech_call(a, b, speech, dir.path() / "rec.wav");
+    // The audio took its own ICE pair (host candidates on loopback), not the
+    // UDP port of a TCP-era offer.
+    CHECK(r.caller_stats["path"] == "host");
+    CHECK(r.callee_stats["path"] == "host");
+    CHECK(r.caller_stats["remote"].get<std::string>().rfind("127.0.0.1:", 0) == 0);
+    CHECK(audio::check(r.cmp, audio::k_clean_call) == "");
+    CHECK(a.stop() == 0);
+    CHECK(b.stop() == 0);
 }

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <future>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -127,6 +128,23 @@ void Runtime::invoke(std::function<void()> fn) {
     if (wake) g_main_context_invoke(m->ctx, &Impl::drain, m.get());
 }
 
+// ---------------------------------------------------------------- descriptions
+
+IceParams to_params(const Description& d) {
+    IceParams p{d.ufrag, d.pwd, {}};
+    for (const auto& c : d.candidates) {
+        if (p.candidates.size() >= k_max_ice_candidates) break;
+        p.candidates.push_back({c.foundation, c.priority, c.type, c.ip, c.port});
+    }
+    return p;
+}
+
+Description from_params(const IceParams& p) {
+    Description d{p.ufrag, p.pwd, {}, true};
+    for (const auto& c : p.candidates) d.candidates.push_back({c.foundation, c.priority, c.type, c.ip, c.port, "", 0});
+    return d;
+}
+
 // ---------------------------------------------------------------- session core
 
 namespace {
@@ -195,6 +213,7 @@ struct Session::Core : std::enable_shared_from_this<Session::Core> {
     bool closed = false;
     bool close_when_flushed = false;
     bool gathered = false;
+    std::function<void(std::span<const std::uint8_t>)> direct;  // IcePort's receiver
 
     template <class F>
     void to_loop(F fn) {
@@ -385,6 +404,10 @@ struct Session::Core : std::enable_shared_from_this<Session::Core> {
     static void on_recv(NiceAgent*, guint, guint, guint len, gchar* buf, gpointer data) {
         auto* c = static_cast<Core*>(data);
         if (c->closed || len == 0) return;
+        if (c->direct) {
+            c->direct(std::span(reinterpret_cast<const std::uint8_t*>(buf), len));
+            return;
+        }
         Bytes b(reinterpret_cast<std::uint8_t*>(buf), reinterpret_cast<std::uint8_t*>(buf) + len);
         c->to_loop([b = std::move(b)](Session& s) mutable { s.deliver_bytes(std::move(b)); });
     }
@@ -530,6 +553,37 @@ void IceStream::close() {
     if (m_closed) return;
     m_closed = true;
     m_session->close();
+}
+
+// ---------------------------------------------------------------- port
+
+void IcePort::start(std::function<void(std::span<const std::uint8_t>)> deliver) {
+    m_session->m_core->runtime->invoke([core = m_session->m_core, d = std::move(deliver)]() mutable {
+        core->direct = std::move(d);
+    });
+}
+
+void IcePort::send(std::span<const std::uint8_t> datagram) {
+    if (m_stopped || datagram.empty()) return;
+    m_session->m_core->runtime->invoke([core = m_session->m_core, b = Bytes(datagram.begin(), datagram.end())] {
+        // -1 until a pair is selected: the datagram is dropped, as UDP would.
+        if (!core->closed && core->agent)
+            nice_agent_send(core->agent, core->sid, 1, static_cast<guint>(b.size()),
+                            reinterpret_cast<const gchar*>(b.data()));
+    });
+}
+
+void IcePort::stop() {
+    if (m_stopped.exchange(true)) return;
+    // Wait for the GLib thread to drop the receiver: after this, nothing
+    // reaches the media session.
+    std::promise<void> done;
+    auto fut = done.get_future();
+    m_session->m_core->runtime->invoke([core = m_session->m_core, &done] {
+        core->direct = nullptr;
+        done.set_value();
+    });
+    fut.wait();
 }
 
 }  // namespace juice::node::ice

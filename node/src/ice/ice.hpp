@@ -9,6 +9,8 @@
 #pragma once
 
 #include "../transport.hpp"
+#include "juice/node/frame.hpp"
+#include "juice/node/media/session.hpp"
 
 #include <asio/any_io_executor.hpp>
 
@@ -40,6 +42,11 @@ struct Description {
     std::vector<Candidate> candidates;
     bool complete = true;  // gathering finished
 };
+
+// The same, as frames carry it (at most k_max_ice_candidates; related
+// addresses stay local).
+IceParams to_params(const Description& d);
+Description from_params(const IceParams& p);
 
 struct Server {
     std::string ip;  // numeric; names are resolved by the caller
@@ -118,6 +125,7 @@ private:
     explicit Session(std::shared_ptr<Core> core) : m_core(std::move(core)) {}
     void deliver_bytes(Bytes bytes);
     void on_state(State st);
+    friend class IcePort;
 
     std::shared_ptr<Core> m_core;
     Events m_ev;
@@ -148,6 +156,22 @@ private:
     std::shared_ptr<Session> m_session;
     asio::ip::address m_remote, m_local;
     bool m_closed = false;
+};
+
+// A call's datagram path over a datagram (reliable = false) Session: what the
+// media thread sends goes straight to the GLib thread, and what arrives goes
+// straight to the media session, without the daemon loop in between.
+class IcePort final : public media::DatagramPort {
+public:
+    explicit IcePort(std::shared_ptr<Session> session) : m_session(std::move(session)) {}
+    ~IcePort() override { stop(); }
+    void start(std::function<void(std::span<const std::uint8_t>)> deliver) override;
+    void send(std::span<const std::uint8_t> datagram) override;
+    void stop() override;
+
+private:
+    std::shared_ptr<Session> m_session;
+    std::atomic<bool> m_stopped{false};
 };
 
 }  // namespace juice::node::ice

@@ -152,6 +152,7 @@ struct JitterDel {
 struct MediaSession::Impl {
     asio::io_context io{1};
     asio::ip::udp::socket socket{io};
+    std::shared_ptr<DatagramPort> port_path;  // instead of `socket`, when set
     asio::steady_timer tick_timer{io}, report_timer{io};
     std::uint16_t port = 0;  // bound port, fixed at bind()
     std::thread thread;
@@ -197,6 +198,7 @@ struct MediaSession::Impl {
     void stop() {
         if (started && !stopped) {
             stopped = true;
+            if (port_path) port_path->stop();  // no delivery after this
             // io.stop(), not cancelling the timers: a timer that has just
             // expired already has its handler queued (with no error), and
             // that handler would re-arm it, so the loop would never end.
@@ -236,19 +238,30 @@ struct MediaSession::Impl {
         ssrc = rd();
         seq = static_cast<std::uint16_t>(rd());
         ts = rd();
-        remote = opt.remote;
-        if (socket.local_endpoint().protocol() == asio::ip::udp::v6() && remote.address().is_v4())
-            remote = {asio::ip::make_address_v6(asio::ip::v4_mapped, remote.address().to_v4()),
-                      remote.port()};
-        socket.non_blocking(true);
+        if (port_path) {
+            // Each datagram hops onto the media thread, like the socket's.
+            port_path->start([this](std::span<const std::uint8_t> d) {
+                if (d.size() > k_max_datagram) return;
+                asio::post(io, [this, b = Bytes(d.begin(), d.end())] {
+                    std::copy(b.begin(), b.end(), rbuf.begin());
+                    on_datagram(b.size());
+                });
+            });
+        } else {
+            remote = opt.remote;
+            if (socket.local_endpoint().protocol() == asio::ip::udp::v6() && remote.address().is_v4())
+                remote = {asio::ip::make_address_v6(asio::ip::v4_mapped, remote.address().to_v4()),
+                          remote.port()};
+            socket.non_blocking(true);
+            snapshot.remote = remote.address().to_string() + ":" + std::to_string(remote.port());
+        }
         started = true;
-        snapshot.remote = remote.address().to_string() + ":" + std::to_string(remote.port());
         publish_stats();
         thread = std::thread([this] {
             next_tick = steady_clock::now();
             on_tick();
             schedule_report();
-            receive();
+            if (!port_path) receive();
             io.run();
         });
         return {};
@@ -299,7 +312,10 @@ struct MediaSession::Impl {
         packet.resize(packet.size() + SRTP_MAX_TRAILER_LEN + 4);
         if (!srtp.protect(packet.data(), len, rtcp)) return;
         std::error_code ec;
-        socket.send_to(asio::buffer(packet.data(), static_cast<std::size_t>(len)), remote, 0, ec);
+        if (port_path)
+            port_path->send(std::span(packet.data(), static_cast<std::size_t>(len)));
+        else
+            socket.send_to(asio::buffer(packet.data(), static_cast<std::size_t>(len)), remote, 0, ec);
         if (!ec && !rtcp) {
             ++sent_packets;
             std::lock_guard lk(stats_mu);
@@ -548,6 +564,12 @@ Result<std::unique_ptr<MediaSession>> MediaSession::bind(const std::string& ip, 
     if (ec)
         return media_error(media_errc::socket_failed,
                            "cannot bind the call's UDP port " + std::to_string(port) + ": " + ec.message());
+    return std::unique_ptr<MediaSession>(new MediaSession(std::move(impl)));
+}
+
+std::unique_ptr<MediaSession> MediaSession::over(std::shared_ptr<DatagramPort> port) {
+    auto impl = std::make_unique<Impl>();
+    impl->port_path = std::move(port);
     return std::unique_ptr<MediaSession>(new MediaSession(std::move(impl)));
 }
 

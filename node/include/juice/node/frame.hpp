@@ -91,11 +91,31 @@ struct TypingFrame {  // the sender is typing (expires by itself after ~10 s)
     bool typing = false;
     bool operator==(const TypingFrame&) const = default;
 };
+// One side's ICE parameters (docs/NAT.md): in an `ice` frame (a link's
+// offer/answer, through DHT signals) and in a call's offer/accept when the
+// call's audio goes through an ICE session of its own.
+inline constexpr std::size_t k_max_ice_candidates = 24;
+struct IceCandidateInfo {
+    std::string foundation;  // <= 32 bytes
+    std::uint32_t priority = 0;
+    std::string type;  // "host" | "srflx" | "prflx" | "relay"
+    std::string ip;    // <= 45 bytes
+    std::uint16_t port = 0;
+    bool operator==(const IceCandidateInfo&) const = default;
+};
+struct IceParams {
+    std::string ufrag, pwd;                    // 4..32 and 22..64 ICE chars
+    std::vector<IceCandidateInfo> candidates;  // 1..k_max_ice_candidates
+    bool operator==(const IceParams&) const = default;
+};
 // Call signalling (the media itself travels over SRTP/UDP, see
 // media/session.hpp). One frame type with an operation:
 //   offer  the caller rings; `media` says where to send the caller's audio
 //   accept the callee answers; `media` says where to send the callee's audio
 //   end    either side ends (or refuses) the call; `reason` says why
+// Over a link that itself runs through ICE, offer and accept carry `ice`
+// instead: the audio then takes an ICE session of its own (a direct pair or
+// a TURN relay), and `media` may be empty.
 inline constexpr std::size_t k_max_media_addresses = 4;
 inline constexpr std::size_t k_max_call_reason_bytes = 32;
 struct MediaAddress {
@@ -107,21 +127,13 @@ struct CallFrame {
     enum class Op { offer, accept, end };
     MessageId id;  // the call id, chosen by the caller
     Op op = Op::offer;
-    std::vector<MediaAddress> media;  // offer/accept: 1..k_max_media_addresses
+    std::vector<MediaAddress> media;  // offer/accept: 1..k_max_media_addresses (0.. with `ice`)
     std::string reason;               // end: "hangup", "rejected", "busy", "timeout", ...
+    std::optional<IceParams> ice = std::nullopt;  // offer/accept through NATs
     bool operator==(const CallFrame&) const = default;
 };
-// ICE signalling (docs/NAT.md), carried in DHT signals: the dialer's offer,
-// the answer, or `end` (refusal, give-up). One attempt id per attempt.
-inline constexpr std::size_t k_max_ice_candidates = 24;
-struct IceCandidateInfo {
-    std::string foundation;  // <= 32 bytes
-    std::uint32_t priority = 0;
-    std::string type;  // "host" | "srflx" | "prflx" | "relay"
-    std::string ip;    // <= 45 bytes
-    std::uint16_t port = 0;
-    bool operator==(const IceCandidateInfo&) const = default;
-};
+// A link's ICE signalling, carried in DHT signals: the dialer's offer, the
+// answer, or `end` (refusal, give-up). One attempt id per attempt.
 struct IceFrame {
     enum class Op { offer, answer, end };
     MessageId attempt;

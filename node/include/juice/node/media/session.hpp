@@ -16,6 +16,9 @@
 // salt, for AES_CM_128_HMAC_SHA1_80. The TLS client sends with the client
 // half. No key travels in a message.
 //
+// The datagrams go through the session's own UDP socket (bind()), or through
+// a DatagramPort (over()): an ICE session through NATs, for one.
+//
 // Threads: bind()/start()/stop()/stats() are called from the owner's thread
 // (the daemon loop); everything else runs on the media thread. stats() reads
 // a snapshot under a mutex.
@@ -31,6 +34,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -61,10 +65,25 @@ struct CallStats {
 
 enum class Playout { decoded, recovered, concealed };
 
+// A datagram path the session does not own a socket for (juice_ice's
+// IcePort: an ICE session's selected pair, maybe through a TURN relay).
+class DatagramPort {
+public:
+    virtual ~DatagramPort() = default;
+    // Called once, from the owner's thread, when the session starts.
+    // `deliver` may then be called on any thread, one datagram at a time,
+    // until stop() returns.
+    virtual void start(std::function<void(std::span<const std::uint8_t>)> deliver) = 0;
+    // One datagram, from the media thread; dropped while no path is chosen.
+    virtual void send(std::span<const std::uint8_t> datagram) = 0;
+    // After it returns, `deliver` is never called again. Idempotent.
+    virtual void stop() = 0;
+};
+
 struct SessionOptions {
     bool tls_client = false;  // our role on the link: picks our half of the keys
     Bytes keying_material;    // k_srtp_keying_bytes from the link's exporter
-    asio::ip::udp::endpoint remote;
+    asio::ip::udp::endpoint remote;  // bind()'s socket sends here; unused over a DatagramPort
     std::unique_ptr<AudioSource> source;
     std::unique_ptr<AudioSink> sink;
     int bitrate = 32000;
@@ -80,11 +99,13 @@ public:
     // Binds the session's UDP socket: `ip` empty binds every address
     // (dual-stack when the host has IPv6), port 0 picks a free port.
     static Result<std::unique_ptr<MediaSession>> bind(const std::string& ip, std::uint16_t port);
+    // A session whose datagrams go through `port` instead of a socket.
+    static std::unique_ptr<MediaSession> over(std::shared_ptr<DatagramPort> port);
     ~MediaSession();  // stops
     MediaSession(const MediaSession&) = delete;
     MediaSession& operator=(const MediaSession&) = delete;
 
-    std::uint16_t local_port() const;
+    std::uint16_t local_port() const;  // 0 over a DatagramPort
     // Starts the media thread. Fails on bad keys or options; only once.
     Result<void> start(SessionOptions options);
     // Stops and joins the media thread (idempotent). The sink is closed.
