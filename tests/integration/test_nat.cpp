@@ -4,6 +4,7 @@
 // default run: `juice_integration "[nat]"`, or -DJUICE_NAT_TESTS=ON.
 // Each case says which path the link took, and how long it took from the
 // contact's arrival (docs/NAT.md has the measured numbers).
+#include "call_flow.hpp"
 #include "harness.hpp"
 
 #include <catch2/catch.hpp>
@@ -50,6 +51,18 @@ public:
         return {"ip", "netns", "exec", "jn" + std::to_string(::getpid() % 10000) + "-" + name};
     }
     std::filesystem::path turn_pass() const { return m_dir / "turn-pass"; }
+    // Bytes in + out of the TURN server's interface so far (0 if unknown).
+    std::uint64_t turn_bytes() const {
+        const auto f = m_dir / "turn-bytes";
+        std::string ns = "jn" + std::to_string(::getpid() % 10000) + "-turn";
+        if (!run_shell("ip netns exec " + ns + " sh -c 'cat /sys/class/net/eth0/statistics/rx_bytes "
+                       "/sys/class/net/eth0/statistics/tx_bytes' >" + f.string()))
+            return 0;
+        std::ifstream in(f);
+        std::uint64_t rx = 0, tx = 0;
+        in >> rx >> tx;
+        return rx + tx;
+    }
 
 private:
     std::filesystem::path m_dir;
@@ -86,7 +99,7 @@ void run_case(const Case& c) {
 
     // STUN from the same coturn when there is no TURN (with TURN, its
     // allocation gives the server-reflexive address too).
-    std::vector<std::string> args{"--ice", "on"};
+    std::vector<std::string> args{"--ice", "on", "--audio", "null"};
     if (!c.turn) args.insert(args.end(), {"--stun", "203.0.113.3:3478"});
     if (c.turn)
         for (const auto& s : {"--turn", "203.0.113.3:3478", "--turn-user", "juice", "--turn-password-file"})
@@ -186,6 +199,24 @@ void run_case(const Case& c) {
         }
     }
     CHECK(a.call("messages.history", {{"with", b.id()}}).size() == 10);
+
+    // A short call: speech from the dialer, recorded on the other side. Its
+    // audio takes an ICE session of its own, through the same kind of path.
+    auto speech = make_speech(dir.path());
+    const auto turn0 = lab.turn_bytes();
+    const auto tc = clk::now();
+    auto r = speech_call(dialer, other, speech, dir.path() / "rec.wav");
+    const double secs = ms_since(tc) / 1000;
+    const auto relayed = lab.turn_bytes() - turn0;
+    const double rtp = (r.caller_stats.value("bytes_sent", 0.0) + r.callee_stats.value("bytes_sent", 0.0)) / secs;
+    WARN(c.a_nat << "/" << c.b_nat << (c.turn ? " +TURN" : "") << ": call audio over '"
+                 << r.caller_stats["path"] << "' (" << r.caller_stats["remote"] << "), " << secs
+                 << " s; SRTP both ways " << rtp / 1000 << " KB/s; the TURN server's interface carried "
+                 << relayed / secs / 1000 << " KB/s (" << relayed / 1000 << " KB); "
+                 << audio::describe(r.cmp));
+    CHECK(audio::check(r.cmp, audio::k_clean_call) == "");
+    if (c.expect == "relay") CHECK(r.caller_stats["path"] == "relay");
+    if (c.expect == "direct") CHECK(r.caller_stats["path"] != "relay");
     CHECK(a.stop() == 0);
     CHECK(b.stop() == 0);
 }
