@@ -1350,6 +1350,7 @@ struct Daemon::Impl {
         if (!cfg.stun.empty()) c.stun = split(cfg.stun);
         if (!cfg.turn.empty())
             if (auto t = split(cfg.turn)) c.turn = ice::TurnServer{*t, cfg.turn_user, cfg.turn_password};
+        c.public_ip = dht->info().public_addr;  // a server-reflexive guess without STUN
         return c;
     }
 

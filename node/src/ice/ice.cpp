@@ -283,7 +283,36 @@ struct Session::Core : std::enable_shared_from_this<Session::Core> {
         }
         g_slist_free_full(cands, reinterpret_cast<GDestroyNotify>(&nice_candidate_free));
         d.complete = gathered;
+        add_predicted(d);
         return d;
+    }
+
+    // The DHT-reported public IP with each IPv4 host candidate's port, as a
+    // server-reflexive candidate, unless STUN or TURN gave one already.
+    void add_predicted(Description& d) const {
+        NiceAddress pub;
+        nice_address_init(&pub);
+        if (cfg.public_ip.empty() || !nice_address_set_from_string(&pub, cfg.public_ip.c_str()) ||
+            nice_address_ip_version(&pub) != 4 || nice_address_is_private(&pub))
+            return;
+        for (const auto& c : d.candidates)
+            if (c.type == "srflx" || c.ip == cfg.public_ip) return;
+        std::vector<Candidate> extra;
+        for (const auto& c : d.candidates) {
+            if (c.type != "host" || c.ip.find(':') != std::string::npos) continue;
+            Candidate p;
+            p.foundation = "p" + c.foundation;
+            // RFC 8445 5.1.2.1: type preference 100 for server-reflexive,
+            // the host candidate's local preference and component.
+            p.priority = (100u << 24) | (c.priority & 0xffffffu);
+            p.type = "srflx";
+            p.ip = cfg.public_ip;
+            p.port = c.port;
+            p.raddr = c.ip;
+            p.rport = c.port;
+            extra.push_back(std::move(p));
+        }
+        d.candidates.insert(d.candidates.end(), extra.begin(), extra.end());
     }
 
     void set_remote(const Description& r) {  // GLib thread

@@ -67,6 +67,11 @@ struct SessionConfig {
     std::optional<Server> stun;
     std::optional<TurnServer> turn;
     std::uint16_t port_min = 0, port_max = 0;  // 0: any
+    // Our public IPv4 address as the DHT's nodes report it (no port). When
+    // no STUN answer gave a server-reflexive candidate, each IPv4 host
+    // candidate is offered at this address with its own port too: that is
+    // where a port-preserving NAT (most home routers) maps it.
+    std::string public_ip;
 };
 
 enum class State { gathering, connecting, connected, ready, failed, closed };
