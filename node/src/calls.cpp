@@ -103,6 +103,7 @@ struct CallManager::Call {
     std::optional<IceParams> peer_ice;     // from their offer, when the audio goes through ICE
     std::shared_ptr<ice::Session> ice;     // our side of it (outlives `media`, which sends through it)
     std::unique_ptr<media::MediaSession> media;
+    std::optional<media::SessionOptions> pending;  // ICE: starts once a path is chosen
     std::unique_ptr<media::AudioSource> source;
     std::unique_ptr<media::AudioSink> sink;
     std::unique_ptr<asio::steady_timer> ring_timer;
@@ -195,6 +196,16 @@ void CallManager::open_ice(Call& c, bool controlling) {
     };
     ev.on_selected = [this, id](const LinkPath& p) {
         spdlog::info("call {}: audio over {} ({} -> {})", id.hex().substr(0, 8), p.kind, p.local, p.remote);
+        Call* c = find(id);
+        if (!c || !c->pending) return;
+        // Nothing was sent into the void while the checks ran: the first
+        // word of the call is heard.
+        auto o = std::move(*c->pending);
+        c->pending.reset();
+        if (auto r = c->media->start(std::move(o)); !r) {
+            spdlog::warn("call {}: {}", id.hex().substr(0, 8), r.error().what());
+            end(id, "media_failed", true);
+        }
     };
     c.ice = m_host.ice_session(controlling, std::move(ev));
     c.media = media::MediaSession::over(std::make_shared<ice::IcePort>(c.ice));
@@ -238,7 +249,9 @@ Result<void> CallManager::start_media(Call& c, Link& link, const std::vector<Med
     o.source = std::move(c.source);
     o.sink = std::move(c.sink);
     o.bitrate = m_cfg.call_bitrate;
-    if (auto r = c.media->start(std::move(o)); !r)
+    if (c.ice && !c.ice->selected())
+        c.pending = std::move(o);
+    else if (auto r = c.media->start(std::move(o)); !r)
         return call_error(call_errc::media_failed, r.error().what());
     c.state = Call::active;
     c.answered_ms = now_ms();
