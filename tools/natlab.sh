@@ -119,7 +119,7 @@ turn() {
   ip netns exec "${P}turn" turnserver -n --listening-ip=203.0.113.3 --listening-ip=203.0.113.4 \
     --relay-ip=203.0.113.5 --listening-port=3478 --min-port=49152 --max-port=49407 \
     --lt-cred-mech --user="$user:$pass" --realm=juice.test --fingerprint --no-tls --no-dtls --no-cli \
-    --userdb="$dir/turndb" --pidfile="$dir/turn.pid" --log-file="$dir/turn.log" --simple-log --verbose \
+    --userdb="$dir/turndb" --pidfile="$dir/turn.pid" --log-file="$dir/turn.log" --simple-log ${JUICE_TURN_VERBOSE:+--verbose} \
     --allow-loopback-peers --no-multicast-peers >/dev/null 2>&1 &
   for _ in $(seq 50); do
     ip netns exec "${P}turn" ss -lun | grep -q 203.0.113.3:3478 && return 0

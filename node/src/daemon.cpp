@@ -9,6 +9,7 @@
 
 #include "calls.hpp"
 #include "ice/ice.hpp"
+#include "ice/nat_probe.hpp"
 #include "juice/crypto/contact_uri.hpp"
 #include "juice/dht/node.hpp"
 #include "juice/node/api.hpp"
@@ -31,6 +32,7 @@
 #include <asio.hpp>
 
 #include <cstring>
+#include <future>
 #include <map>
 #include <random>
 #include <set>
@@ -173,6 +175,17 @@ struct Daemon::Impl {
     std::string name, status = "online", note, device_id;
     std::uint16_t link_port = 0;
     steady_clock::time_point started = steady_clock::now();
+    // node.nat: one check at a time; callers meanwhile wait for its answer.
+    struct NatCheck {
+        std::vector<Reply> waiting;
+        std::future<void> probe;  // the RFC 5780 tests (blocking, on their own thread)
+        std::shared_ptr<ice::Session> gather;
+        std::unique_ptr<asio::steady_timer> timer;
+        std::optional<ice::NatProbe> probed;
+        std::optional<ice::Description> gathered;
+        bool gather_done = false;
+    };
+    std::unique_ptr<NatCheck> nat_check;
     std::string last_dht_state;
     steady_clock::time_point next_refresh = steady_clock::time_point::max();  // of the presence record
     bool stopping = false;
@@ -1354,6 +1367,128 @@ struct Daemon::Impl {
         return c;
     }
 
+    // ---- node.nat: what kind of NAT, and who can reach us ------------------
+
+    void start_nat_check(Reply r) {
+        if (nat_check) {
+            nat_check->waiting.push_back(std::move(r));
+            return;
+        }
+        nat_check = std::make_unique<NatCheck>();
+        nat_check->waiting.push_back(std::move(r));
+        std::vector<ice::Server> servers;
+        for (const auto* hp : {&cfg.stun, &cfg.turn})
+            if (auto ep = parse_ip_port(*hp)) servers.push_back({ep->ip, ep->port});
+        nat_check->probe = std::async(std::launch::async, [this, servers, bind = cfg.link_bind] {
+            auto res = ice::probe_nat(bind, servers);
+            asio::post(io, [this, res = std::move(res)]() mutable {
+                if (!nat_check) return;
+                nat_check->probed = std::move(res);
+                finish_nat_check();
+            });
+        });
+        // What an ICE attempt would gather now: host, server-reflexive and
+        // relayed candidates (the TURN allocation is the real test of --turn).
+        if (ice_rt) {
+            ice::Session::Events ev;
+            ev.on_gathered = [this](ice::Description d) {
+                if (!nat_check) return;
+                nat_check->gathered = std::move(d);
+                nat_check->gather_done = true;
+                finish_nat_check();
+            };
+            auto c = ice_config(true);
+            c.reliable = false;
+            nat_check->gather = ice::Session::create(*ice_rt, io.get_executor(), std::move(c), std::move(ev));
+            nat_check->timer = std::make_unique<asio::steady_timer>(io, 8s);
+            nat_check->timer->async_wait([this](std::error_code ec) {
+                if (ec || !nat_check) return;
+                nat_check->gather_done = true;  // TURN never answered
+                finish_nat_check();
+            });
+        } else {
+            nat_check->gather_done = true;
+        }
+    }
+
+    void finish_nat_check() {
+        auto& n = *nat_check;
+        if (!n.probed || !n.gather_done) return;
+        if (n.gather) n.gather->close();
+        const auto& pr = *n.probed;
+        json tests = json::array();
+        for (const auto& t : pr.tests) tests.push_back({{"server", t.server}, {"mapped", t.mapped}});
+        json probe{{"local", pr.local}, {"tests", tests}, {"other_address", pr.other_address},
+                   {"mapping", pr.mapping}, {"error", pr.error}};
+        if (pr.port_preserved) probe["port_preserved"] = *pr.port_preserved;
+        const std::string pub = dht->info().public_addr;
+        std::string nat = pr.mapping == "none"                   ? "none"
+                          : pr.mapping == "endpoint-independent" ? "cone"
+                          : pr.mapping == "unknown"              ? "unknown"
+                                                                 : "symmetric";
+        json cands = json::array();
+        std::string relay;
+        if (n.gathered)
+            for (const auto& c : n.gathered->candidates) {
+                cands.push_back({{"type", c.type}, {"address", c.ip + ":" + std::to_string(c.port)}});
+                if (c.type == "relay" && relay.empty()) relay = c.ip + ":" + std::to_string(c.port);
+            }
+        json turn{{"configured", !cfg.turn.empty()}, {"ok", !relay.empty()}};
+        if (!relay.empty()) turn["relay"] = relay;
+        // The contacts' links, as they stand.
+        json links{{"direct", 0}, {"relayed", 0}, {"tcp", 0}, {"failed", 0}};
+        auto bump = [&](const char* k) { links[k] = links[k].get<int>() + 1; };
+        for (const auto& [id, p] : peers) {
+            if (p.link) {
+                const auto k = p.link->path().kind;
+                bump(k == "relay" ? "relayed" : k == "tcp" ? "tcp" : "direct");
+            } else if (!p.link_error.empty()) {
+                bump("failed");
+            }
+        }
+        std::vector<std::string> advice;
+        std::string reach;
+        const bool turn_ok = !relay.empty();
+        if (!cfg.ice) {
+            reach = "ICE is off: contacts behind a NAT reach you only if your link port " +
+                    std::to_string(link_port) + " is forwarded to you";
+            advice.push_back("start juiced with --ice on to link through NATs");
+        } else if (nat == "none") {
+            reach = "you have a public address: contacts can link to you directly";
+        } else if (nat == "cone") {
+            reach = "contacts with a public address or a cone NAT link to you directly; one behind a "
+                    "symmetric NAT needs a TURN relay";
+        } else if (nat == "symmetric") {
+            reach = "direct links only with contacts that have a public address; everyone else needs a TURN relay";
+        } else {
+            reach = pub.empty() ? "unknown: no STUN answer and the DHT has not reported your public address yet"
+                                : "behind a NAT of unknown kind (public IP " + pub +
+                                      "): direct links work if it keeps your ports";
+        }
+        if (cfg.ice && nat != "none") {
+            if (cfg.turn.empty())
+                advice.push_back("configure a TURN server (--turn, --turn-user, --turn-password-file) so that "
+                                 "contacts behind symmetric NATs can still link");
+            else if (!turn_ok)
+                advice.push_back("the TURN server " + cfg.turn +
+                                 " gave no relay: check its address, --turn-user and the password file");
+        }
+        if (cfg.ice && cfg.stun.empty() && cfg.turn.empty())
+            advice.push_back("configure a STUN server (--stun IP:PORT) to learn your NAT's kind");
+        json out{{"ice", cfg.ice},
+                 {"public_ip", pub},
+                 {"nat", nat},
+                 {"probe", probe},
+                 {"candidates", cands},
+                 {"turn", turn},
+                 {"links", links},
+                 {"reachability", reach},
+                 {"advice", advice}};
+        auto waiting = std::move(n.waiting);
+        nat_check.reset();  // the probe's thread has finished: it posted the result
+        for (auto& r : waiting) r.result(out);
+    }
+
     void send_signal(const UserId& to, const Frame& f, std::function<void(bool)> done = {}) {
         auto sealed = dht->seal_inbox(to, encode_frame(f), dht::SealKind::signal);
         if (!sealed) {
@@ -1803,7 +1938,9 @@ struct Daemon::Impl {
                                      {"name", p.contact.name},
                                      {"since", p.link->opened_unix_ms()},
                                      {"direction", p.link->outgoing() ? "outgoing" : "incoming"},
-                                     {"remote", p.link->remote_endpoint()}});
+                                     {"remote", p.link->remote_endpoint()},
+                                     {"path", p.link->path().kind},
+                                     {"relay", p.link->path().relay}});
             r.result({{"version", k_version},
                       {"mode", "user"},
                       {"id", self.hex()},
@@ -1815,6 +1952,8 @@ struct Daemon::Impl {
                       {"contacts", peers.size()},
                       {"links", links}});
         });
+
+        api->add_method("node.nat", [this](const json&, Reply r) { start_nat_check(std::move(r)); });
 
         api->add_method("presence.set", [this](const json& params, Reply r) {
             auto st = param_string(params, "status");

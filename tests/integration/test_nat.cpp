@@ -81,6 +81,31 @@ double ms_since(clk::time_point t0) {
     return std::chrono::duration<double, std::milli>(clk::now() - t0).count();
 }
 
+// What node.nat and `juice doctor` tell the user behind `nat` ("cone" or
+// "symmetric"), and how `contact` is shown.
+void check_doctor(Juiced& d, const std::string& nat, const Case& c, const std::string& contact,
+                  const std::filesystem::path& dir) {
+    auto r = d.client().call("node.nat", json::object(), 30s);
+    REQUIRE(r);
+    REQUIRE(r->ok());
+    const json& n = r->result;
+    INFO(n.dump());
+    // Without a STUN or TURN server the mapping cannot be tested.
+    CHECK(n["nat"] == (c.stun || c.turn ? nat : std::string("unknown")));
+    CHECK(n["public_ip"].get<std::string>().rfind("203.0.113.1", 0) == 0);  // .11 or .12, from the DHT
+    CHECK(n["turn"]["ok"] == c.turn);
+    if (c.turn) CHECK(n["turn"]["relay"].get<std::string>().rfind("203.0.113.5:", 0) == 0);
+    if (nat == "symmetric" && !c.turn)
+        CHECK(n["advice"].dump().find("TURN") != std::string::npos);
+
+    Process p(JUICE_CLI_PATH, {"--api-socket", d.socket().string(), "doctor"}, dir / ("doctor-" + d.id() + ".log"));
+    REQUIRE(p.wait(40s) == 0);
+    const std::string out = p.log();
+    WARN("juice doctor behind a " << nat << " NAT:\n" << out);
+    CHECK(out.find("NAT:          " + n["nat"].get<std::string>()) != std::string::npos);
+    CHECK(out.find(contact) != std::string::npos);
+}
+
 void run_case(const Case& c) {
     // JUICE_NAT_ONLY="cone/cone +STUN" (a name as the warnings print it)
     // runs one case, by hand, while debugging.
@@ -118,6 +143,22 @@ void run_case(const Case& c) {
     // The dialer is the lower id; watch its events.
     Juiced& dialer = a.id() < b.id() ? a : b;
     Juiced& other = a.id() < b.id() ? b : a;
+    // JUICE_NAT_LOGS=DIR keeps the case's full logs there, for a human.
+    struct KeepLogs {
+        Juiced &dialer, &other;
+        std::filesystem::path turn_log;
+        ~KeepLogs() {
+            const char* keep = std::getenv("JUICE_NAT_LOGS");
+            if (!keep) return;
+            std::ofstream(std::string(keep) + "/dialer.log") << dialer.log();
+            std::ofstream(std::string(keep) + "/other.log") << other.log();
+            std::error_code ec;
+            for (const auto& f : {turn_log, turn_log.parent_path().parent_path() / "rec.wav",
+                                  turn_log.parent_path().parent_path() / "speech.wav"})
+                std::filesystem::copy_file(f, std::string(keep) + "/" + f.filename().string(),
+                                           std::filesystem::copy_options::overwrite_existing, ec);
+        }
+    } keep_logs{dialer, other, dir.path() / "turn" / "turn.log"};
     EventWatcher ed(dialer), eo(other);
 
     // Contacts through the inbox (no link is needed for that).
@@ -140,6 +181,7 @@ void run_case(const Case& c) {
         CHECK((*failed)["reason"] == "no_path");
         CHECK(contact_entry(dialer, other.id())["linked"] == false);
         CHECK(contact_entry(dialer, other.id())["link_error"] == "no_path");
+        check_doctor(dialer, &dialer == &a ? c.a_nat : c.b_nat, c, "not linked: no_path", dir.path());
         // Messages still go through the DHT inbox.
         auto m = dialer.call("messages.send", {{"to", other.id()}, {"text", "through the inbox"}});
         REQUIRE(ed.wait_for(
@@ -161,12 +203,6 @@ void run_case(const Case& c) {
                 if (l.find(what) != std::string::npos) out += l + "\n";
             return out;
         };
-        if (const char* keep = std::getenv("JUICE_NAT_LOGS")) {  // full logs, for a human
-            std::ofstream(std::string(keep) + "/dialer.log") << dialer.log();
-            std::ofstream(std::string(keep) + "/other.log") << other.log();
-            std::filesystem::copy_file(dir.path() / "turn" / "turn.log", std::string(keep) + "/turn.log",
-                                       std::filesystem::copy_options::overwrite_existing);
-        }
         std::ifstream t(dir.path() / "turn" / "turn.log");
         std::string turn_log((std::istreambuf_iterator<char>(t)), {});
         WARN("dialer:\n"
@@ -186,6 +222,11 @@ void run_case(const Case& c) {
     if (c.expect == "relay") CHECK(path == "relay");
     CHECK(path != "tcp");
     CHECK(contact_entry(dialer, other.id())["link_path"] == path);
+    auto info = dialer.call("node.info");
+    REQUIRE(info["links"].size() == 1);
+    CHECK(info["links"][0]["path"] == path);
+    check_doctor(a, c.a_nat, c, "linked over " + path, dir.path());
+    check_doctor(b, c.b_nat, c, "linked over ", dir.path());
 
     // Messages both ways over the link.
     for (auto* from : {&dialer, &other}) {
