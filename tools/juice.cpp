@@ -510,8 +510,10 @@ int cmd_info(Ctx& ctx) {
         }
         for (const auto& l : links) {
             long long since = field_ll(l, "since");
-            fmt::print("  {}  {}  {}\n", pad(ctx.name_of(field(l, "id")), w), short_id(field(l, "id")),
-                       since > 0 ? "up " + duration((now_ms() - since) / 1000) : "");
+            const std::string path = field(l, "path");
+            fmt::print("  {}  {}  {}{}\n", pad(ctx.name_of(field(l, "id")), w), short_id(field(l, "id")),
+                       since > 0 ? "up " + duration((now_ms() - since) / 1000) : "",
+                       path.empty() ? "" : ", over " + path + (field(l, "relay").empty() ? "" : " " + field(l, "relay")));
         }
     }
     return k_exit_ok;

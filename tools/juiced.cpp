@@ -244,7 +244,7 @@ int main(int argc, char** argv) {
     app.add_option("--port", dht_port, "UDP port of the DHT node (0 = any)")->capture_default_str();
     app.add_option("--link-port", link_port, "TCP port for direct links (0 = any)")->capture_default_str();
     app.add_option("--link-bind", cfg.link_bind, "listen for links on this address only (default: all)");
-    std::string ice_mode = "off", turn_password_file;
+    std::string ice_mode = "on", turn_password_file;
     app.add_option("--ice", ice_mode,
                    "links through NATs with ICE (candidates sent in DHT signals, TLS over the chosen path); "
                    "peers without it, and failed attempts, use TCP")

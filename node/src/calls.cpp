@@ -196,13 +196,13 @@ void CallManager::open_ice(Call& c, bool controlling) {
     };
     ev.on_selected = [this, id](const LinkPath& p) {
         spdlog::info("call {}: audio over {} ({} -> {})", id.hex().substr(0, 8), p.kind, p.local, p.remote);
-        Call* c = find(id);
-        if (!c || !c->pending) return;
+        Call* call = find(id);
+        if (!call || !call->pending) return;
         // Nothing was sent into the void while the checks ran: the first
         // word of the call is heard.
-        auto o = std::move(*c->pending);
-        c->pending.reset();
-        if (auto r = c->media->start(std::move(o)); !r) {
+        auto o = std::move(*call->pending);
+        call->pending.reset();
+        if (auto r = call->media->start(std::move(o)); !r) {
             spdlog::warn("call {}: {}", id.hex().substr(0, 8), r.error().what());
             end(id, "media_failed", true);
         }

@@ -1637,7 +1637,10 @@ struct Daemon::Impl {
         switch (f.op) {
             case IceFrame::Op::offer: {
                 // Only the dialer offers; a contact that may link with us.
-                if (we_dial(p.contact.id) || !accepts(p.contact.id)) return;
+                if (we_dial(p.contact.id)) return;
+                if (!accepts(p.contact.id))  // no agent, no candidates for a stranger
+                    return spdlog::info("ice: refused an offer from {}: not an accepted contact",
+                                        p.contact.id.hex().substr(0, 8));
                 if (p.ice && p.ice->id == f.attempt) return;  // a repeat
                 // Each offer costs an agent (and a TURN allocation): at most
                 // 5 per contact in 10 s, and k_max_ice_sessions at once.
@@ -1731,7 +1734,8 @@ struct Daemon::Impl {
         auto it = peers.find(from);
         if (it == peers.end()) return;  // strangers' signals are dropped
         Peer& p = it->second;
-        if (p.contact.state != ContactState::mutual && p.contact.state != ContactState::pending_out) return;
+        if (p.contact.state != ContactState::mutual && p.contact.state != ContactState::pending_out)
+            return spdlog::info("refused a signal from {}: not an accepted contact", from.hex());
         FrameDecoder dec;
         dec.feed(payload);
         auto f = dec.next();

@@ -249,7 +249,7 @@ TEST_CASE("ice: a peer without ICE is linked over TCP", "[ice][daemon]") {
     using namespace juice::test;
     TempDir dir;
     DhtBootstrap boot(random_network_id(), dir.path());
-    Juiced a("alice", dir.path(), boot, {"--ice", "on"}), b("bob", dir.path(), boot);
+    Juiced a("alice", dir.path(), boot, {"--ice", "on"}), b("bob", dir.path(), boot, {"--ice", "off"});
     REQUIRE(a.start());
     REQUIRE(b.start());
     EventWatcher ea(a);

@@ -176,3 +176,63 @@ TEST_CASE("media session: bad options fail start, and stop never hangs", "[media
     }
     SUCCEED("every stop returned");
 }
+
+namespace {
+
+// Two DatagramPorts wired to each other in memory (a mock of an ICE path).
+// Each delivers on the sending thread, as IcePort delivers on libnice's.
+struct PortPair {
+    struct End final : DatagramPort {
+        std::mutex mu;
+        std::function<void(std::span<const std::uint8_t>)> deliver;
+        End* peer = nullptr;
+        std::atomic<int> sent{0};
+        void start(std::function<void(std::span<const std::uint8_t>)> d) override {
+            std::lock_guard lk(mu);
+            deliver = std::move(d);
+        }
+        void send(std::span<const std::uint8_t> datagram) override {
+            ++sent;
+            std::lock_guard lk(peer->mu);
+            if (peer->deliver) peer->deliver(datagram);
+        }
+        void stop() override {
+            std::lock_guard lk(mu);
+            deliver = nullptr;
+        }
+    };
+    std::shared_ptr<End> a = std::make_shared<End>(), b = std::make_shared<End>();
+    PortPair() {
+        a->peer = b.get();
+        b->peer = a.get();
+    }
+};
+
+}  // namespace
+
+TEST_CASE("media session: over a DatagramPort, with no socket, a tone arrives and stop detaches", "[media]") {
+    PortPair ports;
+    auto a = MediaSession::over(ports.a), b = MediaSession::over(ports.b);
+    CHECK(a->local_port() == 0);
+    auto heard = std::make_shared<Heard>();
+    SessionOptions oa, ob;
+    oa.tls_client = true;
+    oa.keying_material = keys(3);
+    oa.source = std::make_unique<ToneSource>();
+    ob.keying_material = keys(3);
+    ob.sink = std::make_unique<CountingSink>(heard);
+    REQUIRE(a->start(std::move(oa)));
+    REQUIRE(b->start(std::move(ob)));
+    REQUIRE(wait_for([&] { return b->stats().frames_decoded > 30 && a->stats().packets_received > 5; }, 5s));
+    CHECK(b->stats().rejected == 0);
+    CHECK(b->stats().loss_in < 0.05);
+    b->stop();
+    {
+        std::lock_guard lk(ports.b->mu);
+        CHECK_FALSE(ports.b->deliver);  // nothing reaches a stopped session
+    }
+    a->stop();
+    std::lock_guard lk(heard->mu);
+    CHECK(heard->frames > 30);
+    CHECK(heard->energy / (heard->frames * k_frame_samples) > 1e6);
+}

@@ -84,10 +84,10 @@ struct Config {
 
     // Links through NATs (docs/NAT.md): ICE (libnice) with candidates sent
     // in DHT signals; the TLS link runs over pseudo-TCP on the chosen path.
-    // Off: links use the TCP candidates of presence records only. A peer
+    // On by default. Off: links use the TCP candidates of presence records only. A peer
     // without the "ice" capability is dialled over TCP either way, and a
     // failed ICE attempt falls back to TCP.
-    bool ice = false;
+    bool ice = true;
     std::string stun;  // "ip:port" of a STUN server ("" = none)
     std::string turn;  // "ip:port" of a TURN server (UDP; "" = none)
     std::string turn_user, turn_password;
