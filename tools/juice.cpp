@@ -587,7 +587,7 @@ int cmd_contacts(Ctx& ctx) {
 // juice doctor: node.nat (NAT kind, candidates, TURN) and each contact's link.
 int cmd_doctor(Ctx& ctx) {
     ctx.timeout_s = std::max(ctx.timeout_s, 20.0);  // the checks take up to ~10 s
-    if (!ctx.json_out) fmt::print("checking your NAT (STUN tests and a TURN allocation, up to 10 s)...\n");
+    if (!ctx.json_out) fmt::print("checking your NAT (STUN tests, and gathering candidates as a link would, up to 10 s)...\n");
     json nat = ctx.call("node.nat");
     const json& contacts = ctx.contacts();
     if (ctx.json_out) return print_json({{"nat", nat}, {"contacts", contacts}}), k_exit_ok;

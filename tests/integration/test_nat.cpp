@@ -2,8 +2,10 @@
 // bootstrap node and coturn (STUN + TURN), and two homes behind iptables NAT
 // routers with the same private subnet. Needs root, so hidden from the
 // default run: `juice_integration "[nat]"`, or -DJUICE_NAT_TESTS=ON.
-// Each case says which path the link took, and how long it took from the
-// contact's arrival (docs/NAT.md has the measured numbers).
+// Each case says which path the link took and how long it took from the
+// contact's arrival, sends messages both ways, makes a short speech call
+// (and says what it cost at the TURN server), and checks what node.nat and
+// `juice doctor` tell each side (docs/NAT.md has the measured numbers).
 #include "call_flow.hpp"
 #include "harness.hpp"
 
@@ -32,7 +34,7 @@ std::string natlab() {
 class Lab {
 public:
     explicit Lab(const std::filesystem::path& dir) : m_dir(dir) {
-        m_env = "JUICE_NAT_PREFIX=jn" + std::to_string(::getpid() % 10000) + "- ";
+        m_env = "JUICE_NAT_PREFIX=" + ns("") + " ";
         run_shell(m_env + natlab() + " down >/dev/null 2>&1");
         m_up = run_shell(m_env + natlab() + " up >" + (dir / "natlab.log").string() + " 2>&1") &&
                run_shell(m_env + natlab() + " turn " + (dir / "turn").string() + " >>" +
@@ -47,15 +49,14 @@ public:
     bool nat(const std::string& router, const std::string& type) {
         return run_shell(m_env + natlab() + " nat " + router + " " + type);
     }
-    std::vector<std::string> exec(const std::string& name) const {
-        return {"ip", "netns", "exec", "jn" + std::to_string(::getpid() % 10000) + "-" + name};
-    }
+    // A namespace of this lab (the prefix is in m_env).
+    static std::string ns(const std::string& name) { return "jn" + std::to_string(::getpid() % 10000) + "-" + name; }
+    std::vector<std::string> exec(const std::string& name) const { return {"ip", "netns", "exec", ns(name)}; }
     std::filesystem::path turn_pass() const { return m_dir / "turn-pass"; }
     // Bytes in + out of the TURN server's interface so far (0 if unknown).
     std::uint64_t turn_bytes() const {
         const auto f = m_dir / "turn-bytes";
-        std::string ns = "jn" + std::to_string(::getpid() % 10000) + "-turn";
-        if (!run_shell("ip netns exec " + ns + " sh -c 'cat /sys/class/net/eth0/statistics/rx_bytes "
+        if (!run_shell("ip netns exec " + ns("turn") + " sh -c 'cat /sys/class/net/eth0/statistics/rx_bytes "
                        "/sys/class/net/eth0/statistics/tx_bytes' >" + f.string()))
             return 0;
         std::ifstream in(f);
