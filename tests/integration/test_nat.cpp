@@ -276,7 +276,9 @@ TEST_CASE("nat: direct through cone NATs, relayed through symmetric ones, a clea
     }
     // A port-restricted cone cannot take a check from a symmetric NAT's
     // unpredictable port, so cone/symmetric ends relayed too.
+    // cone/cone with TURN: a relay is there, and must lose to the direct path.
     auto c = GENERATE(Case{"cone", "cone", true, false, "direct"}, Case{"cone", "cone", false, false, "direct"},
+                      Case{"cone", "cone", false, true, "direct"},
                       Case{"cone", "symmetric", false, true, "relay"},
                       Case{"symmetric", "symmetric", false, true, "relay"},
                       Case{"symmetric", "symmetric", true, false, "fail"});
