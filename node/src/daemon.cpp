@@ -1740,7 +1740,13 @@ struct Daemon::Impl {
         dec.feed(payload);
         auto f = dec.next();
         if (!f || !*f) return spdlog::debug("presence: a bad signal from {}", from.hex().substr(0, 8));
-        if (std::holds_alternative<PresenceFrame>(f->value())) wake(p, "it knocked");
+        if (std::holds_alternative<PresenceFrame>(f->value())) {
+            wake(p, "it knocked");
+            // It knocks because it has no link with us: if ours still looks
+            // open, the process at its other end may be gone (a restart;
+            // over ICE no reset tells us). A live peer answers the ping.
+            if (p.link && p.link->is_open()) p.link->check_alive(3s);
+        }
         if (auto* ice = std::get_if<IceFrame>(&f->value())) {
             wake(p, "an ice signal");
             on_ice_frame(p, *ice);

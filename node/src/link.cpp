@@ -127,6 +127,19 @@ void Link::arm_keepalive() {
     });
 }
 
+void Link::check_alive(std::chrono::milliseconds within) {
+    if (!is_open() || m_check) return;  // one check at a time
+    const auto asked = steady_clock::now();
+    send(KeepaliveFrame{false});
+    m_check = std::make_unique<asio::steady_timer>(m_timer.get_executor(), within);
+    m_check->async_wait([weak = weak_from_this(), asked](std::error_code ec) {
+        auto self = weak.lock();
+        if (ec || !self || self->m_closed) return;
+        self->m_check.reset();
+        if (self->m_last_rx < asked) self->fail("no answer to a liveness check");
+    });
+}
+
 void Link::fail(const std::string& reason) {
     if (m_closed) return;
     m_closed = true;

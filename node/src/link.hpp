@@ -67,6 +67,11 @@ public:
     std::chrono::steady_clock::time_point opened_at() const { return m_opened_at; }
     std::int64_t opened_unix_ms() const { return m_opened_unix_ms; }
     std::size_t queued_bytes() const { return m_stream->queued_bytes(); }
+    // Pings the peer; unless something arrives within `within`, the link
+    // fails ("no answer to a liveness check"). For a peer that says it has
+    // no link with us (it restarted, say) while ours still looks open: over
+    // ICE nothing like a TCP reset tells us the old process is gone.
+    void check_alive(std::chrono::milliseconds within);
 
 private:
     void on_read(std::span<const std::uint8_t> bytes);
@@ -74,6 +79,7 @@ private:
     void write_frame(const Frame& frame);
     void fail(const std::string& reason);
     void arm_keepalive();
+    std::unique_ptr<asio::steady_timer> m_check;  // check_alive's deadline
 
     std::shared_ptr<ByteStream> m_stream;
     crypto::TlsEngine m_tls;
