@@ -513,7 +513,9 @@ int cmd_info(Ctx& ctx) {
             const std::string path = field(l, "path");
             fmt::print("  {}  {}  {}{}\n", pad(ctx.name_of(field(l, "id")), w), short_id(field(l, "id")),
                        since > 0 ? "up " + duration((now_ms() - since) / 1000) : "",
-                       path.empty() ? "" : ", over " + path + (field(l, "relay").empty() ? "" : " " + field(l, "relay")));
+                       path.empty()
+                           ? ""
+                           : ", over " + path + (field(l, "relay").empty() ? "" : " " + field(l, "relay")));
         }
     }
     return k_exit_ok;
@@ -587,7 +589,9 @@ int cmd_contacts(Ctx& ctx) {
 // juice doctor: node.nat (NAT kind, candidates, TURN) and each contact's link.
 int cmd_doctor(Ctx& ctx) {
     ctx.timeout_s = std::max(ctx.timeout_s, 20.0);  // the checks take up to ~10 s
-    if (!ctx.json_out) fmt::print("checking your NAT (STUN tests, and gathering candidates as a link would, up to 10 s)...\n");
+    if (!ctx.json_out)
+        fmt::print(
+            "checking your NAT (STUN tests, and gathering candidates as a link would, up to 10 s)...\n");
     json nat = ctx.call("node.nat");
     const json& contacts = ctx.contacts();
     if (ctx.json_out) return print_json({{"nat", nat}, {"contacts", contacts}}), k_exit_ok;
@@ -599,7 +603,8 @@ int cmd_doctor(Ctx& ctx) {
     fmt::print("NAT:          {}{}\n", kind, how.empty() || how == "unknown" ? "" : " (" + how + ")");
     if (!field(probe, "error").empty()) fmt::print("              ({})\n", field(probe, "error"));
     const std::string pub = field(nat, "public_ip");
-    fmt::print("public IP:    {}\n", pub.empty() ? "not reported by the DHT yet" : pub + " (as DHT nodes see you)");
+    fmt::print("public IP:    {}\n",
+               pub.empty() ? "not reported by the DHT yet" : pub + " (as DHT nodes see you)");
     for (const auto& t : probe.value("tests", json::array()))
         fmt::print("STUN test:    {} from {} saw you at {}\n", field(t, "server"), field(probe, "local"),
                    field(t, "mapped").empty() ? "(no answer)" : field(t, "mapped"));
@@ -609,20 +614,22 @@ int cmd_doctor(Ctx& ctx) {
     if (field_bool(nat, "ice")) fmt::print("candidates:   {}\n", cands.empty() ? "none gathered" : cands);
     const json turn = nat.value("turn", json::object());
     fmt::print("TURN:         {}\n", !field_bool(turn, "configured") ? "not configured"
-                                    : field_bool(turn, "ok")        ? "works, relay " + field(turn, "relay")
-                                                                    : "configured, but gave no relay");
+                                     : field_bool(turn, "ok")        ? "works, relay " + field(turn, "relay")
+                                                                     : "configured, but gave no relay");
     const json links = nat.value("links", json::object());
     fmt::print("links:        {} direct, {} relayed, {} over TCP, {} failed\n", field(links, "direct", "0"),
                field(links, "relayed", "0"), field(links, "tcp", "0"), field(links, "failed", "0"));
     fmt::print("reachability: {}\n", field(nat, "reachability"));
-    for (const auto& a : nat.value("advice", json::array())) fmt::print("advice:       {}\n", a.get<std::string>());
+    for (const auto& a : nat.value("advice", json::array()))
+        fmt::print("advice:       {}\n", a.get<std::string>());
     for (const auto& c : contacts) {
         if (field(c, "state") != "mutual") continue;
         std::string how_linked = field_bool(c, "linked") ? "linked over " + field(c, "link_path", "?")
                                  : !field(c, "link_error").empty() ? "not linked: " + field(c, "link_error")
                                  : field_bool(c, "online")         ? "online, not linked yet"
                                                                    : "offline";
-        fmt::print("contact:      {} ({}): {}\n", clean(field(c, "name", "-")), short_id(field(c, "id")), how_linked);
+        fmt::print("contact:      {} ({}): {}\n", clean(field(c, "name", "-")), short_id(field(c, "id")),
+                   how_linked);
     }
     return k_exit_ok;
 }
@@ -1180,7 +1187,8 @@ int main(int argc, char** argv) {
     hangup->add_option("CALL", call_arg, "call id or prefix");
     on(hangup, [&] { return cmd_hangup(ctx, call_arg); });
     on(app.add_subcommand("calls", "list calls with live audio stats"), [&] { return cmd_calls(ctx); });
-    on(app.add_subcommand("doctor", "tell what NAT you are behind, whether TURN works and how each contact links"),
+    on(app.add_subcommand("doctor",
+                          "tell what NAT you are behind, whether TURN works and how each contact links"),
        [&] { return cmd_doctor(ctx); });
 
     std::string raw_method, raw_params;

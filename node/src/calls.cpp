@@ -257,8 +257,8 @@ Result<void> CallManager::start_media(Call& c, Link& link, const std::vector<Med
     c.answered_ms = now_ms();
     c.ring_timer.reset();
     if (remote)
-        spdlog::info("call {} with {} active: media to {}:{}", c.id.hex().substr(0, 8), c.peer.hex().substr(0, 8),
-                     remote->address().to_string(), remote->port());
+        spdlog::info("call {} with {} active: media to {}:{}", c.id.hex().substr(0, 8),
+                     c.peer.hex().substr(0, 8), remote->address().to_string(), remote->port());
     else
         spdlog::info("call {} with {} active: media through ICE", c.id.hex().substr(0, 8),
                      c.peer.hex().substr(0, 8));

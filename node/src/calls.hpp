@@ -16,11 +16,11 @@
 // Loop thread only; each call's media runs on its own thread.
 #pragma once
 
+#include "ice/ice.hpp"
 #include "juice/node/api.hpp"
 #include "juice/node/config.hpp"
 #include "juice/node/frame.hpp"
 #include "juice/node/media/session.hpp"
-#include "ice/ice.hpp"
 #include "link.hpp"
 
 #include <asio/io_context.hpp>

@@ -169,7 +169,7 @@ struct Daemon::Impl {
     std::unique_ptr<api::ApiServer> api;
     std::unique_ptr<ice::Runtime> ice_rt;  // before calls and peers: their sessions go first
     std::unique_ptr<CallManager> calls;
-    std::vector<std::string> caps;         // what we announce: "text", and "voice" unless --no-voice
+    std::vector<std::string> caps;  // what we announce: "text", and "voice" unless --no-voice
     std::map<UserId, Peer> peers;
     std::set<std::shared_ptr<Link>> incoming;  // accepted, handshake not done
     std::string name, status = "online", note, device_id;
@@ -1418,8 +1418,11 @@ struct Daemon::Impl {
         const auto& pr = *n.probed;
         json tests = json::array();
         for (const auto& t : pr.tests) tests.push_back({{"server", t.server}, {"mapped", t.mapped}});
-        json probe{{"local", pr.local}, {"tests", tests}, {"other_address", pr.other_address},
-                   {"mapping", pr.mapping}, {"error", pr.error}};
+        json probe{{"local", pr.local},
+                   {"tests", tests},
+                   {"other_address", pr.other_address},
+                   {"mapping", pr.mapping},
+                   {"error", pr.error}};
         if (pr.port_preserved) probe["port_preserved"] = *pr.port_preserved;
         const std::string pub = dht->info().public_addr;
         std::string nat = pr.mapping == "none"                   ? "none"
@@ -1456,34 +1459,33 @@ struct Daemon::Impl {
         } else if (nat == "none") {
             reach = "you have a public address: contacts can link to you directly";
         } else if (nat == "cone") {
-            reach = "contacts with a public address or a cone NAT link to you directly; one behind a "
-                    "symmetric NAT needs a TURN relay";
+            reach =
+                "contacts with a public address or a cone NAT link to you directly; one behind a "
+                "symmetric NAT needs a TURN relay";
         } else if (nat == "symmetric") {
-            reach = "direct links only with contacts that have a public address; everyone else needs a TURN relay";
+            reach =
+                "direct links only with contacts that have a public address; everyone else needs a TURN "
+                "relay";
         } else {
-            reach = pub.empty() ? "unknown: no STUN answer and the DHT has not reported your public address yet"
-                                : "behind a NAT of unknown kind (public IP " + pub +
-                                      "): direct links work if it keeps your ports";
+            reach = pub.empty()
+                        ? "unknown: no STUN answer and the DHT has not reported your public address yet"
+                        : "behind a NAT of unknown kind (public IP " + pub +
+                              "): direct links work if it keeps your ports";
         }
         if (cfg.ice && nat != "none") {
             if (cfg.turn.empty())
-                advice.push_back("configure a TURN server (--turn, --turn-user, --turn-password-file) so that "
-                                 "contacts behind symmetric NATs can still link");
+                advice.push_back(
+                    "configure a TURN server (--turn, --turn-user, --turn-password-file) so that "
+                    "contacts behind symmetric NATs can still link");
             else if (!turn_ok)
                 advice.push_back("the TURN server " + cfg.turn +
                                  " gave no relay: check its address, --turn-user and the password file");
         }
         if (cfg.ice && cfg.stun.empty() && cfg.turn.empty())
             advice.push_back("configure a STUN server (--stun IP:PORT) to learn your NAT's kind");
-        json out{{"ice", cfg.ice},
-                 {"public_ip", pub},
-                 {"nat", nat},
-                 {"probe", probe},
-                 {"candidates", cands},
-                 {"turn", turn},
-                 {"links", links},
-                 {"reachability", reach},
-                 {"advice", advice}};
+        json out{{"ice", cfg.ice}, {"public_ip", pub},      {"nat", nat},
+                 {"probe", probe}, {"candidates", cands},   {"turn", turn},
+                 {"links", links}, {"reachability", reach}, {"advice", advice}};
         auto waiting = std::move(n.waiting);
         nat_check.reset();  // the probe's thread has finished: it posted the result
         for (auto& r : waiting) r.result(out);

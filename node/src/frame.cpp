@@ -139,7 +139,8 @@ bool candidate_ok(const IceCandidateInfo& c) {
            !c.ip.empty() && c.ip.size() <= k_max_ip_bytes && valid_utf8(c.ip) && c.port != 0;
 }
 
-bool ice_params_ok(const std::string& ufrag, const std::string& pwd, const std::vector<IceCandidateInfo>& cands) {
+bool ice_params_ok(const std::string& ufrag, const std::string& pwd,
+                   const std::vector<IceCandidateInfo>& cands) {
     if (!ice_chars(ufrag, 4, 32) || !ice_chars(pwd, 22, 64)) return false;
     if (cands.empty() || cands.size() > k_max_ice_candidates) return false;
     return std::all_of(cands.begin(), cands.end(), candidate_ok);

@@ -205,7 +205,8 @@ TEST_CASE("calls: speech arrives intact and aligned, directly and through 10% lo
     // The UDP media path of a TCP link (--ice off): the audio goes to the
     // port each side names, so a relay can stand in for Bob's.
     Juiced a("alice", dir.path(), boot, {"--audio", "null", "--ice", "off"}),
-        b("bob", dir.path(), boot, {"--audio", "null", "--ice", "off", "--media-port", std::to_string(bob_media)});
+        b("bob", dir.path(), boot,
+          {"--audio", "null", "--ice", "off", "--media-port", std::to_string(bob_media)});
     REQUIRE(a.start());
     REQUIRE(b.start());
     befriend(a, b);
@@ -276,8 +277,8 @@ TEST_CASE("calls: speech arrives intact and aligned, directly and through 10% lo
     ro.seed = 7;
     UdpRelay relay(ro);
     Juiced b2("bob", dir.path(), boot,
-              {"--audio", "null", "--ice", "off", "--media-port", std::to_string(bob_media), "--media-announce",
-               "127.0.0.1:" + std::to_string(relay.port())});
+              {"--audio", "null", "--ice", "off", "--media-port", std::to_string(bob_media),
+               "--media-announce", "127.0.0.1:" + std::to_string(relay.port())});
     // Same data dir as b: the same identity, contacts and history.
     REQUIRE(b2.data_dir() == b.data_dir());
     REQUIRE(b2.start());

@@ -209,6 +209,15 @@ std::optional<json> link_up(juice::test::EventWatcher& w, const std::string& id,
                       t);
 }
 
+// Starts both, makes them contacts and waits for a's link to b.
+std::optional<json> start_and_link(juice::test::Juiced& a, juice::test::Juiced& b) {
+    REQUIRE(a.start());
+    REQUIRE(b.start());
+    juice::test::EventWatcher ea(a);
+    juice::test::befriend(a, b);
+    return link_up(ea, b.id(), 20s);
+}
+
 }  // namespace
 
 TEST_CASE("ice: two juiced with --ice on link over ICE, and messages flow", "[ice][daemon]") {
@@ -216,11 +225,8 @@ TEST_CASE("ice: two juiced with --ice on link over ICE, and messages flow", "[ic
     TempDir dir;
     DhtBootstrap boot(random_network_id(), dir.path());
     Juiced a("alice", dir.path(), boot, {"--ice", "on"}), b("bob", dir.path(), boot, {"--ice", "on"});
-    REQUIRE(a.start());
-    REQUIRE(b.start());
+    auto up = start_and_link(a, b);
     EventWatcher ea(a);
-    befriend(a, b);
-    auto up = link_up(ea, b.id(), 20s);
     REQUIRE(up);
     INFO(up->dump());
     // Loopback host candidates (--link-bind 127.0.0.1): a host path.
@@ -250,27 +256,20 @@ TEST_CASE("ice: a peer without ICE is linked over TCP", "[ice][daemon]") {
     TempDir dir;
     DhtBootstrap boot(random_network_id(), dir.path());
     Juiced a("alice", dir.path(), boot, {"--ice", "on"}), b("bob", dir.path(), boot, {"--ice", "off"});
-    REQUIRE(a.start());
-    REQUIRE(b.start());
-    EventWatcher ea(a);
-    befriend(a, b);
-    auto up = link_up(ea, b.id(), 20s);
+    auto up = start_and_link(a, b);
     REQUIRE(up);
     CHECK((*up)["path"] == "tcp");
     CHECK(contact_entry(a, b.id())["link_path"] == "tcp");
 }
 
-TEST_CASE("ice: a call over an ICE link takes an ICE session of its own, and the speech arrives", "[ice][daemon]") {
+TEST_CASE("ice: a call over an ICE link takes an ICE session of its own, and the speech arrives",
+          "[ice][daemon]") {
     using namespace juice::test;
     TempDir dir;
     DhtBootstrap boot(random_network_id(), dir.path());
     std::vector<std::string> args{"--ice", "on", "--audio", "null"};
     Juiced a("alice", dir.path(), boot, args), b("bob", dir.path(), boot, args);
-    REQUIRE(a.start());
-    REQUIRE(b.start());
-    EventWatcher ea(a);
-    befriend(a, b);
-    auto up = link_up(ea, b.id(), 20s);
+    auto up = start_and_link(a, b);
     REQUIRE(up);
     REQUIRE((*up)["path"] == "host");
     auto speech = make_speech(dir.path());

@@ -50,14 +50,18 @@ public:
         return run_shell(m_env + natlab() + " nat " + router + " " + type);
     }
     // A namespace of this lab (the prefix is in m_env).
-    static std::string ns(const std::string& name) { return "jn" + std::to_string(::getpid() % 10000) + "-" + name; }
+    static std::string ns(const std::string& name) {
+        return "jn" + std::to_string(::getpid() % 10000) + "-" + name;
+    }
     std::vector<std::string> exec(const std::string& name) const { return {"ip", "netns", "exec", ns(name)}; }
     std::filesystem::path turn_pass() const { return m_dir / "turn-pass"; }
     // Bytes in + out of the TURN server's interface so far (0 if unknown).
     std::uint64_t turn_bytes() const {
         const auto f = m_dir / "turn-bytes";
-        if (!run_shell("ip netns exec " + ns("turn") + " sh -c 'cat /sys/class/net/eth0/statistics/rx_bytes "
-                       "/sys/class/net/eth0/statistics/tx_bytes' >" + f.string()))
+        if (!run_shell("ip netns exec " + ns("turn") +
+                       " sh -c 'cat /sys/class/net/eth0/statistics/rx_bytes "
+                       "/sys/class/net/eth0/statistics/tx_bytes' >" +
+                       f.string()))
             return 0;
         std::ifstream in(f);
         std::uint64_t rx = 0, tx = 0;
@@ -96,10 +100,10 @@ void check_doctor(Juiced& d, const std::string& nat, const Case& c, const std::s
     CHECK(n["public_ip"].get<std::string>().rfind("203.0.113.1", 0) == 0);  // .11 or .12, from the DHT
     CHECK(n["turn"]["ok"] == c.turn);
     if (c.turn) CHECK(n["turn"]["relay"].get<std::string>().rfind("203.0.113.5:", 0) == 0);
-    if (nat == "symmetric" && !c.turn)
-        CHECK(n["advice"].dump().find("TURN") != std::string::npos);
+    if (nat == "symmetric" && !c.turn) CHECK(n["advice"].dump().find("TURN") != std::string::npos);
 
-    Process p(JUICE_CLI_PATH, {"--api-socket", d.socket().string(), "doctor"}, dir / ("doctor-" + d.id() + ".log"));
+    Process p(JUICE_CLI_PATH, {"--api-socket", d.socket().string(), "doctor"},
+              dir / ("doctor-" + d.id() + ".log"));
     REQUIRE(p.wait(40s) == 0);
     const std::string out = p.log();
     WARN("juice doctor behind a " << nat << " NAT:\n" << out);
@@ -110,8 +114,7 @@ void check_doctor(Juiced& d, const std::string& nat, const Case& c, const std::s
 void run_case(const Case& c) {
     // JUICE_NAT_ONLY="cone/cone +STUN" (a name as the warnings print it)
     // runs one case, by hand, while debugging.
-    const std::string name =
-        c.a_nat + "/" + c.b_nat + (c.stun ? " +STUN" : "") + (c.turn ? " +TURN" : "");
+    const std::string name = c.a_nat + "/" + c.b_nat + (c.stun ? " +STUN" : "") + (c.turn ? " +TURN" : "");
     if (const char* only = std::getenv("JUICE_NAT_ONLY"); only && name != only) return;
     INFO(name);
     TempDir dir;
@@ -215,10 +218,9 @@ void run_case(const Case& c) {
     REQUIRE(up);
     const double took = ms_since(t0);
     const std::string path = (*up)["path"];
-    WARN(name << ": linked over '" << path << "' ("
-                 << (*up)["local"] << " -> " << (*up)["remote"] << ") " << took
-                 << " ms after the contact came online"
-                 << ", ICE setup " << up->value("setup_ms", -1) << " ms");
+    WARN(name << ": linked over '" << path << "' (" << (*up)["local"] << " -> " << (*up)["remote"] << ") "
+              << took << " ms after the contact came online"
+              << ", ICE setup " << up->value("setup_ms", -1) << " ms");
     if (c.expect == "direct") CHECK((path == "srflx" || path == "prflx" || path == "host"));
     if (c.expect == "relay") CHECK(path == "relay");
     CHECK(path != "tcp");
@@ -253,12 +255,11 @@ void run_case(const Case& c) {
     auto r = speech_call(dialer, other, speech, dir.path() / "rec.wav");
     const double secs = ms_since(tc) / 1000;
     const auto relayed = lab.turn_bytes() - turn0;
-    const double rtp = (r.caller_stats.value("bytes_sent", 0.0) + r.callee_stats.value("bytes_sent", 0.0)) / secs;
-    WARN(name << ": call audio over '"
-                 << r.caller_stats["path"] << "' (" << r.caller_stats["remote"] << "), " << secs
-                 << " s; SRTP both ways " << rtp / 1000 << " KB/s; the TURN server's interface carried "
-                 << relayed / secs / 1000 << " KB/s (" << relayed / 1000 << " KB); "
-                 << audio::describe(r.cmp));
+    const double rtp =
+        (r.caller_stats.value("bytes_sent", 0.0) + r.callee_stats.value("bytes_sent", 0.0)) / secs;
+    WARN(name << ": call audio over '" << r.caller_stats["path"] << "' (" << r.caller_stats["remote"] << "), "
+              << secs << " s; SRTP both ways " << rtp / 1000 << " KB/s; the TURN server's interface carried "
+              << relayed / secs / 1000 << " KB/s (" << relayed / 1000 << " KB); " << audio::describe(r.cmp));
     CHECK(audio::check(r.cmp, audio::k_clean_call) == "");
     if (c.expect == "relay") CHECK(r.caller_stats["path"] == "relay");
     if (c.expect == "direct") CHECK(r.caller_stats["path"] != "relay");
@@ -277,10 +278,10 @@ TEST_CASE("nat: direct through cone NATs, relayed through symmetric ones, a clea
     // A port-restricted cone cannot take a check from a symmetric NAT's
     // unpredictable port, so cone/symmetric ends relayed too.
     // cone/cone with TURN: a relay is there, and must lose to the direct path.
-    auto c = GENERATE(Case{"cone", "cone", true, false, "direct"}, Case{"cone", "cone", false, false, "direct"},
-                      Case{"cone", "cone", false, true, "direct"},
-                      Case{"cone", "symmetric", false, true, "relay"},
-                      Case{"symmetric", "symmetric", false, true, "relay"},
-                      Case{"symmetric", "symmetric", true, false, "fail"});
+    auto c =
+        GENERATE(Case{"cone", "cone", true, false, "direct"}, Case{"cone", "cone", false, false, "direct"},
+                 Case{"cone", "cone", false, true, "direct"}, Case{"cone", "symmetric", false, true, "relay"},
+                 Case{"symmetric", "symmetric", false, true, "relay"},
+                 Case{"symmetric", "symmetric", true, false, "fail"});
     run_case(c);
 }

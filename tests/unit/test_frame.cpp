@@ -36,13 +36,19 @@ std::vector<Frame> sample_frames() {
             id, CallFrame::Op::accept, {{"192.0.2.7", 1}, {"2001:db8::1", 65535}, {"", 5}, {"", 6}}, {}},
         CallFrame{id, CallFrame::Op::end, {}, "busy"},
         CallFrame{id, CallFrame::Op::end, {}, ""},
+        CallFrame{
+            id,
+            CallFrame::Op::offer,
+            {},
+            {},
+            IceParams{"abcd", std::string(22, 'p'), {{"1", 2130706431, "relay", "203.0.113.5", 49152}}}},
         CallFrame{id,
-                  CallFrame::Op::offer,
+                  CallFrame::Op::accept,
+                  {{"", 40000}},
                   {},
-                  {},
-                  IceParams{"abcd", std::string(22, 'p'), {{"1", 2130706431, "relay", "203.0.113.5", 49152}}}},
-        CallFrame{id, CallFrame::Op::accept, {{"", 40000}}, {}, IceParams{std::string(32, 'U'), std::string(64, '+'),
-                  std::vector<IceCandidateInfo>(k_max_ice_candidates, {"f", 1, "srflx", "2001:db8::1", 1})}},
+                  IceParams{std::string(32, 'U'), std::string(64, '+'),
+                            std::vector<IceCandidateInfo>(k_max_ice_candidates,
+                                                          {"f", 1, "srflx", "2001:db8::1", 1})}},
         IceFrame{id,
                  IceFrame::Op::offer,
                  1700000000000,
@@ -430,12 +436,20 @@ TEST_CASE("frame: frames that could not be decoded are not encoded") {
               .empty());
     CHECK(encode_frame(CallFrame{id, CallFrame::Op::end, {}, std::string(33, 'r')}).empty());
     // Through NATs an offer carries ICE parameters instead, and they must be good ones.
-    CHECK_FALSE(encode_frame(CallFrame{id, CallFrame::Op::offer, {}, {}, IceParams{"abcd", std::string(22, 'p'),
-                                                                                   {{"1", 1, "host", "10.0.0.1", 1}}}})
-                    .empty());
-    CHECK(encode_frame(CallFrame{id, CallFrame::Op::offer, {}, {}, IceParams{"abcd", std::string(22, 'p'), {}}})
-              .empty());
-    CHECK(encode_frame(CallFrame{id, CallFrame::Op::accept, {}, {},
+    CHECK_FALSE(
+        encode_frame(CallFrame{id,
+                               CallFrame::Op::offer,
+                               {},
+                               {},
+                               IceParams{"abcd", std::string(22, 'p'), {{"1", 1, "host", "10.0.0.1", 1}}}})
+            .empty());
+    CHECK(
+        encode_frame(CallFrame{id, CallFrame::Op::offer, {}, {}, IceParams{"abcd", std::string(22, 'p'), {}}})
+            .empty());
+    CHECK(encode_frame(CallFrame{id,
+                                 CallFrame::Op::accept,
+                                 {},
+                                 {},
                                  IceParams{"ab", std::string(22, 'p'), {{"1", 1, "host", "10.0.0.1", 1}}}})
               .empty());
 }
@@ -546,13 +560,15 @@ TEST_CASE("frame: request, answer, receipt, typing and call reject bad fields") 
         {"call unknown op", call("dance", 0, [](auto&) {})},
         {"offer without media", call("offer", 0, [](auto&) {})},
         {"offer ice without candidates",
-         call("offer", 2, [&](auto& pk) { str(pk, "u"), str(pk, "abcd"), str(pk, "p"), str(pk, std::string(22, 'p')); })},
+         call("offer", 2,
+              [&](auto& pk) { str(pk, "u"), str(pk, "abcd"), str(pk, "p"), str(pk, std::string(22, 'p')); })},
         {"offer ice with a bad candidate", call("offer", 3,
                                                 [&](auto& pk) {
                                                     str(pk, "u"), str(pk, "abcd"), str(pk, "p"),
                                                         str(pk, std::string(22, 'p'));
-                                                    str(pk, "c"), pk.pack_array(1), pk.pack_array(5), str(pk, "1"),
-                                                        pk.pack(1), str(pk, "turn"), str(pk, "10.0.0.1"), pk.pack(1);
+                                                    str(pk, "c"), pk.pack_array(1), pk.pack_array(5),
+                                                        str(pk, "1"), pk.pack(1), str(pk, "turn"),
+                                                        str(pk, "10.0.0.1"), pk.pack(1);
                                                 })},
         {"offer media port 0",
          call("offer", 1,

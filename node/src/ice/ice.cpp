@@ -147,7 +147,8 @@ IceParams to_params(const Description& d) {
 
 Description from_params(const IceParams& p) {
     Description d{p.ufrag, p.pwd, {}, true};
-    for (const auto& c : p.candidates) d.candidates.push_back({c.foundation, c.priority, c.type, c.ip, c.port, "", 0});
+    for (const auto& c : p.candidates)
+        d.candidates.push_back({c.foundation, c.priority, c.type, c.ip, c.port, "", 0});
     return d;
 }
 
@@ -597,19 +598,19 @@ void IceStream::close() {
 // ---------------------------------------------------------------- port
 
 void IcePort::start(std::function<void(std::span<const std::uint8_t>)> deliver) {
-    m_session->m_core->runtime->invoke([core = m_session->m_core, d = std::move(deliver)]() mutable {
-        core->direct = std::move(d);
-    });
+    m_session->m_core->runtime->invoke(
+        [core = m_session->m_core, d = std::move(deliver)]() mutable { core->direct = std::move(d); });
 }
 
 void IcePort::send(std::span<const std::uint8_t> datagram) {
     if (m_stopped || datagram.empty()) return;
-    m_session->m_core->runtime->invoke([core = m_session->m_core, b = Bytes(datagram.begin(), datagram.end())] {
-        // -1 until a pair is selected: the datagram is dropped, as UDP would.
-        if (!core->closed && core->agent)
-            nice_agent_send(core->agent, core->sid, 1, static_cast<guint>(b.size()),
-                            reinterpret_cast<const gchar*>(b.data()));
-    });
+    m_session->m_core->runtime->invoke(
+        [core = m_session->m_core, b = Bytes(datagram.begin(), datagram.end())] {
+            // -1 until a pair is selected: the datagram is dropped, as UDP would.
+            if (!core->closed && core->agent)
+                nice_agent_send(core->agent, core->sid, 1, static_cast<guint>(b.size()),
+                                reinterpret_cast<const gchar*>(b.data()));
+        });
 }
 
 void IcePort::stop() {

@@ -90,7 +90,8 @@ public:
                 std::array<std::uint8_t, 1500> buf{};
                 sockaddr_in from{};
                 socklen_t fl = sizeof from;
-                const auto n = ::recvfrom(m_fd, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&from), &fl);
+                const auto n =
+                    ::recvfrom(m_fd, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&from), &fl);
                 if (n <= 0) continue;
                 StunMessage resp;
                 if (stun_agent_validate(&m_agent, &resp, buf.data(), static_cast<std::size_t>(n), nullptr,
@@ -101,17 +102,17 @@ public:
                 sockaddr_storage mapped{}, alt{};
                 socklen_t ml = sizeof mapped, al = sizeof alt;
                 if (stun_usage_bind_process(&resp, reinterpret_cast<sockaddr*>(&mapped), &ml,
-                                            reinterpret_cast<sockaddr*>(&alt), &al) != STUN_USAGE_BIND_RETURN_SUCCESS ||
+                                            reinterpret_cast<sockaddr*>(&alt),
+                                            &al) != STUN_USAGE_BIND_RETURN_SUCCESS ||
                     mapped.ss_family != AF_INET)
                     return std::nullopt;
                 std::memcpy(&a.mapped, &mapped, sizeof a.mapped);
                 sockaddr_storage other{};
                 socklen_t ol = sizeof other;
-                if ((stun_message_find_addr(&resp, static_cast<StunAttribute>(k_other_address), &other, &ol) ==
-                         STUN_MESSAGE_RETURN_SUCCESS ||
-                     (ol = sizeof other,
-                      stun_message_find_addr(&resp, STUN_ATTRIBUTE_CHANGED_ADDRESS, &other, &ol) ==
-                          STUN_MESSAGE_RETURN_SUCCESS)) &&
+                if ((stun_message_find_addr(&resp, static_cast<StunAttribute>(k_other_address), &other,
+                                            &ol) == STUN_MESSAGE_RETURN_SUCCESS ||
+                     (ol = sizeof other, stun_message_find_addr(&resp, STUN_ATTRIBUTE_CHANGED_ADDRESS, &other,
+                                                                &ol) == STUN_MESSAGE_RETURN_SUCCESS)) &&
                     other.ss_family == AF_INET) {
                     sockaddr_in o;
                     std::memcpy(&o, &other, sizeof o);

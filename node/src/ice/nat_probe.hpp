@@ -25,14 +25,14 @@ struct StunTest {
 };
 
 struct NatProbe {
-    std::string local;                // the probe socket, ip:port (ip 0.0.0.0 when unbound)
-    std::vector<StunTest> tests;      // in the order they ran
-    std::string other_address;        // the first server's OTHER-ADDRESS, if any
-    std::string mapping;              // "none" (a public address), "endpoint-independent",
-                                      // "address-dependent", "address-and-port-dependent",
-                                      // "endpoint-dependent" (two servers disagree), "unknown"
+    std::string local;                   // the probe socket, ip:port (ip 0.0.0.0 when unbound)
+    std::vector<StunTest> tests;         // in the order they ran
+    std::string other_address;           // the first server's OTHER-ADDRESS, if any
+    std::string mapping;                 // "none" (a public address), "endpoint-independent",
+                                         // "address-dependent", "address-and-port-dependent",
+                                         // "endpoint-dependent" (two servers disagree), "unknown"
     std::optional<bool> port_preserved;  // the NAT kept our port
-    std::string error;                // why the mapping is unknown
+    std::string error;                   // why the mapping is unknown
 };
 
 // Blocking: about 1.5 s per server that does not answer, well under 10 s in

@@ -127,8 +127,8 @@ struct CallFrame {
     enum class Op { offer, accept, end };
     MessageId id;  // the call id, chosen by the caller
     Op op = Op::offer;
-    std::vector<MediaAddress> media;  // offer/accept: 1..k_max_media_addresses (0.. with `ice`)
-    std::string reason;               // end: "hangup", "rejected", "busy", "timeout", ...
+    std::vector<MediaAddress> media;              // offer/accept: 1..k_max_media_addresses (0.. with `ice`)
+    std::string reason;                           // end: "hangup", "rejected", "busy", "timeout", ...
     std::optional<IceParams> ice = std::nullopt;  // offer/accept through NATs
     bool operator==(const CallFrame&) const = default;
 };

@@ -81,8 +81,8 @@ public:
 };
 
 struct SessionOptions {
-    bool tls_client = false;  // our role on the link: picks our half of the keys
-    Bytes keying_material;    // k_srtp_keying_bytes from the link's exporter
+    bool tls_client = false;         // our role on the link: picks our half of the keys
+    Bytes keying_material;           // k_srtp_keying_bytes from the link's exporter
     asio::ip::udp::endpoint remote;  // bind()'s socket sends here; unused over a DatagramPort
     std::unique_ptr<AudioSource> source;
     std::unique_ptr<AudioSink> sink;
